@@ -1,0 +1,57 @@
+"""The sender against a real server: down at the start, slow, or gone."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+import ratiowatch
+from tests.support import start_server, wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _stored_steps(url: str, run_id: str) -> list[int]:
+    answer = httpx.get(f"{url}/api/v1/runs/{run_id}/series", params={"keys": "train/loss"})
+    return answer.json()["series"][0]["steps"]
+
+
+def test_server_down_at_start_then_up_receives_every_step_once_in_order(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    run = ratiowatch.init(project="t", url=url, home=tmp_path / "client")
+    started = time.perf_counter()
+    for step in range(200):
+        run.log(step, loss=float(step))
+    assert time.perf_counter() - started < 1.0, "log must not wait for the network"
+    assert run.flush(timeout=2) is False
+    server = start_server(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "srv", port=port)
+    try:
+        assert run.flush(timeout=60)
+        wait_until(lambda: len(_stored_steps(url, run.id)) == 200, what="all steps stored")
+        assert _stored_steps(url, run.id) == list(range(200))
+        run.close()
+        assert not run.guard.lost
+    finally:
+        server.stop()
+
+
+def test_offline_run_is_uploaded_by_sync(tmp_path: Path, live_server) -> None:  # type: ignore[no-untyped-def]
+    from ratiowatch.cli import main
+
+    home = tmp_path / "client"
+    run = ratiowatch.init(project="t", mode="offline", url=live_server.url, home=home)
+    for step in range(50):
+        run.log(step, loss=1.0)
+    run.close()
+    assert main(["sync", str(home / "spool")]) == 0
+    assert _stored_steps(live_server.url, run.id) == list(range(50))
+    assert main(["sync", str(home / "spool")]) == 0  # nothing left, nothing sent twice
+    assert _stored_steps(live_server.url, run.id) == list(range(50))

@@ -1,0 +1,43 @@
+"""Shared fixtures: a clean environment, strict containment, and a real server on a free port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ratiowatch import guard
+from tests.support import LiveServer, start_server
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's RATIOWATCH_* variables or writes under their home."""
+    for name in list(os.environ):
+        if name.startswith("RATIOWATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RATIOWATCH_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(autouse=True)
+def _strict_guard() -> Iterator[None]:
+    """A bug the client's guard would swallow in production fails the test instead."""
+    guard.strict(True)
+    yield
+    guard.strict(False)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-home")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url + "/api/v1", timeout=10) as client:
+        yield client
