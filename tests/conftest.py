@@ -31,8 +31,14 @@ def _strict_guard() -> Iterator[None]:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-home")
+def database_url(tmp_path: Path) -> str:
+    """The service's database; tests/server overrides it to run on Postgres too."""
+    return f"sqlite:///{tmp_path / 'server.db'}"
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_server(database_url, tmp_path / "server-home")
     yield server
     server.stop()
 

@@ -144,9 +144,9 @@ class Run:
 
     def _finish_open_step(self) -> None:
         with self._lock:
-            record = self._accumulator.finish()
-            if record is not None and self._sender is not None:
-                self._sender.submit(record)
+            closed = self._accumulator.finish()
+            if closed is not None and self._sender is not None:
+                self._sender.submit(closed)
 
     def __enter__(self) -> Run:
         return self
@@ -184,9 +184,8 @@ def init(
     if resolved.mode != "disabled":
         _install_process_hooks()
         spool = Spool.for_run(resolved.spool_root, info, resolved.url)
-        transport = (
-            HttpTransport(resolved.url, token=resolved.token) if resolved.mode == "online" else None
-        )
+        online = resolved.mode == "online"
+        transport = HttpTransport(resolved.url, token=resolved.token) if online else None
         sender = Sender(info, spool, guard, transport=transport, on_alerts=alerts)
     return Run(info, clip=clip_range, sender=sender, guard=guard, alerts=alerts)
 
@@ -208,6 +207,8 @@ def _check_step(step: Any) -> int:
 
 
 def _to_float(name: str, value: Any) -> float:
+    if type(value) is float:  # the common case, without the ABC checks below (hot path)
+        return value
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -215,8 +216,11 @@ def _to_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_scalars(scalars: Mapping[str, Any]) -> dict[str, float]:
-    return {name: _to_float(name, value) for name, value in scalars.items()}
+def _check_scalars(scalars: dict[str, Any]) -> dict[str, float]:
+    for value in scalars.values():
+        if type(value) is not float:
+            return {name: _to_float(name, value) for name, value in scalars.items()}
+    return scalars  # all plain floats already (hot path)
 
 
 def _install_process_hooks() -> None:

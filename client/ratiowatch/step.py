@@ -3,30 +3,51 @@
 Ratio statistics merge exactly (token-weighted sums, summed sketches, concatenated sequences); user
 scalars are averaged over the calls that gave them; the gradient norm keeps the last value given,
 since the global norm is known only after the last micro-batch's backward pass.
+
+Closing a step only moves references (:class:`ClosedStep`); building the metric record happens in
+the sender thread, off the trainer's ``log`` call.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ratiowatch.records import StepRecord
 from ratiowatch.stats import FamilyPartial
 
 
+@dataclass(slots=True)
+class ClosedStep:
+    """Everything logged for one step, not yet reduced to metrics."""
+
+    step: int
+    partials: dict[str, FamilyPartial] = field(default_factory=dict)
+    scalar_calls: list[Mapping[str, float]] = field(default_factory=list)
+    grad_norm: float | None = None
+    has_grad_norm: bool = False
+    time: float = 0.0
+
+    def to_record(self) -> StepRecord:
+        metrics: dict[str, float | None] = {}
+        sketches = {}
+        for family, partial in self.partials.items():
+            for stat, value in partial.finalize().items():
+                metrics[f"{family}/{stat}"] = value
+            sketches[family] = partial.sketch.to_wire()
+        if self.has_grad_norm:
+            metrics["grad/norm"] = self.grad_norm
+        for name, value in _average(self.scalar_calls).items():
+            metrics[f"train/{name}"] = value
+        return StepRecord(step=self.step, time=self.time, metrics=metrics, sketches=sketches)
+
+
 class StepAccumulator:
-    """Holds the open step; ``add`` returns the previous step's record when a new step begins."""
+    """Holds the open step; ``add`` returns the previous step when a new step begins."""
 
     def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.step: int | None = None
-        self._partials: dict[str, FamilyPartial] = {}
-        self._scalar_sums: dict[str, float] = {}
-        self._scalar_counts: dict[str, int] = {}
-        self._grad_norm: float | None = None
-        self._has_grad_norm = False
+        self._open: ClosedStep | None = None
 
     def add(
         self,
@@ -34,33 +55,38 @@ class StepAccumulator:
         partials: Mapping[str, FamilyPartial],
         grad_norm: float | None,
         scalars: Mapping[str, float],
-    ) -> StepRecord | None:
-        finished = self.finish() if self.step is not None and step != self.step else None
-        self.step = step
+    ) -> ClosedStep | None:
+        finished = None
+        if self._open is not None and self._open.step != step:
+            finished = self.finish()
+        if self._open is None:
+            self._open = ClosedStep(step)
+        current = self._open
         for family, partial in partials.items():
-            current = self._partials.get(family)
-            self._partials[family] = partial if current is None else current.merge(partial)
-        for name, value in scalars.items():
-            self._scalar_sums[name] = self._scalar_sums.get(name, 0.0) + value
-            self._scalar_counts[name] = self._scalar_counts.get(name, 0) + 1
+            merged = current.partials.get(family)
+            current.partials[family] = partial if merged is None else merged.merge(partial)
+        if scalars:
+            current.scalar_calls.append(scalars)
         if grad_norm is not None:
-            self._grad_norm, self._has_grad_norm = grad_norm, True
+            current.grad_norm, current.has_grad_norm = grad_norm, True
         return finished
 
-    def finish(self) -> StepRecord | None:
-        """The open step as a record (None if no step is open), and a clean slate."""
-        if self.step is None:
-            return None
-        metrics: dict[str, float | None] = {}
-        sketches = {}
-        for family, partial in self._partials.items():
-            for stat, value in partial.finalize().items():
-                metrics[f"{family}/{stat}"] = value
-            sketches[family] = partial.sketch.to_wire()
-        if self._has_grad_norm:
-            metrics["grad/norm"] = self._grad_norm
-        for name, total in self._scalar_sums.items():
-            metrics[f"train/{name}"] = total / self._scalar_counts[name]
-        record = StepRecord(step=self.step, time=time.time(), metrics=metrics, sketches=sketches)
-        self._reset()
-        return record
+    def finish(self) -> ClosedStep | None:
+        """The open step, stamped with the time it closed (None if no step is open)."""
+        closed, self._open = self._open, None
+        if closed is not None:
+            closed.time = time.time()
+        return closed
+
+
+def _average(calls: list[Mapping[str, float]]) -> Mapping[str, float]:
+    """Per-name mean over the calls that gave the name (one call, the usual case, is free)."""
+    if len(calls) == 1:
+        return calls[0]
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for scalars in calls:
+        for name, value in scalars.items():
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
+    return {name: total / counts[name] for name, total in sums.items()}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
 
 from ratiowatch.sketch import RatioSketch
+from tests.support import LiveServer
 
 
 def _steps(start: int, stop: int, **extra: float) -> list[dict[str, object]]:
@@ -143,7 +145,7 @@ def test_bad_requests_are_4xx_naming_the_problem(api: httpx.Client) -> None:
     assert field_errors[0]["loc"][-1] == "step"
 
 
-def test_oversized_body_is_413(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_body_is_413(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from ratiowatch_server.app import create_app
@@ -160,7 +162,8 @@ def test_oversized_body_is_413(tmp_path) -> None:  # type: ignore[no-untyped-def
         assert answer.status_code == 413 and "decoded" in answer.json()["detail"]
 
 
-def test_unknown_api_path_is_404_not_the_dashboard(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_api_path_is_404_not_the_dashboard(live_server: LiveServer) -> None:
     answer = httpx.get(live_server.url + "/api/v1/no/such/thing")
     assert answer.status_code == 404
-    assert httpx.get(live_server.url + "/healthz").json() == {"status": "ok", "database": "sqlite"}
+    dialect = live_server.database_url.split(":")[0]
+    assert httpx.get(live_server.url + "/healthz").json() == {"status": "ok", "database": dialect}
