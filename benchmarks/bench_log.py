@@ -97,12 +97,16 @@ def main() -> None:
     rows = {
         "queue.put_nowait (floor)": bare_queue(),
         "minimal log(**40 scalars)": minimal_log(),
-        "ratiowatch offline (spool)": ratiowatch_log("http://127.0.0.1:9", home + "/offline", "offline"),
-        "ratiowatch, server unreachable": ratiowatch_log("http://127.0.0.1:9", home + "/down", "online"),
+        "ratiowatch offline (spool)": ratiowatch_log(
+            "http://127.0.0.1:9", home + "/offline", "offline"
+        ),
+        "ratiowatch, server unreachable": ratiowatch_log(
+            "http://127.0.0.1:9", home + "/down", "online"
+        ),
     }
     rows.update(competitors(home))
     results = {name: measure(call, args.calls) for name, call in rows.items()}
-    floor_median, floor_p99 = results["queue.put_nowait (floor)"]
+    floor_median, _ = results["queue.put_nowait (floor)"]
     print(f"{'call':34} {'median us':>10} {'p99 us':>10} {'x floor (median)':>17}")
     for name, (median, p99) in results.items():
         print(f"{name:34} {median:10.2f} {p99:10.2f} {median / floor_median:17.1f}")

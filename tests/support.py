@@ -16,7 +16,9 @@ class LiveServer:
     stop: Callable[[], None]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -24,7 +26,9 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str =
         time.sleep(0.02)
 
 
-def start_server(database_url: str, home: Path, port: int = 0, dashboard: bool = False) -> LiveServer:
+def start_server(
+    database_url: str, home: Path, port: int = 0, dashboard: bool = False
+) -> LiveServer:
     """The real service under uvicorn on a loopback port, in a background thread."""
     import uvicorn
 

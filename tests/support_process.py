@@ -30,8 +30,16 @@ class ServerProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ratiowatch.cli", "serve", "--port", str(self.port),
-             "--db", self.database_url],
+            [
+                sys.executable,
+                "-m",
+                "ratiowatch.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                self.database_url,
+            ],
             env={**os.environ, "RATIOWATCH_HOME": str(self.home)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

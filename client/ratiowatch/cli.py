@@ -21,17 +21,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ratiowatch_server.cli import main as server_main
         except ImportError as exc:
             print(
-                f"`ratiowatch {args[0]}` needs the server: pip install 'ratiowatch[server]' ({exc})",
+                f"`ratiowatch {args[0]}` needs the server: "
+                f"pip install 'ratiowatch[server]' ({exc})",
                 file=sys.stderr,
             )
             return 2
-        return server_main(args)
+        return int(server_main(args))
     parser = argparse.ArgumentParser(prog="ratiowatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SERVER_COMMANDS:
         commands.add_parser(name, help="server command (needs ratiowatch[server])")
     sync = commands.add_parser("sync", help="upload spooled (offline or unsent) steps")
-    sync.add_argument("path", nargs="?", type=Path, help="a run's spool folder, or a folder of them")
+    sync.add_argument(
+        "path", nargs="?", type=Path, help="a run's spool folder, or a folder of them"
+    )
     sync.add_argument("--url", help="server URL (default: the one each run was logged against)")
     parsed = parser.parse_args(args)
     return _sync(parsed.path, parsed.url)

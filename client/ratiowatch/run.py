@@ -175,7 +175,9 @@ def init(
     resolved = client_settings.resolve(url=url, mode=mode, token=token, home=home)
     run_id = run_id or uuid.uuid4().hex[:16]
     if not run_id.replace("-", "").replace("_", "").isalnum() or len(run_id) > 64:
-        raise InvalidArgumentError(f"run_id is {run_id!r}; expected up to 64 letters, digits, - or _")
+        raise InvalidArgumentError(
+            f"run_id is {run_id!r}; expected up to 64 letters, digits, - or _"
+        )
     full_config = {"clip": list(clip_range), **dict(config or {})}
     info = RunInfo(run_id, project, name or run_id, full_config, tuple(tags))
     guard = Guard()

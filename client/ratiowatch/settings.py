@@ -1,4 +1,4 @@
-"""Client settings, resolved once in ``init()`` from arguments, then ``RATIOWATCH_*``, then defaults."""
+"""Client settings, resolved once in ``init()``: arguments, then ``RATIOWATCH_*``, then defaults."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 from ratiowatch.errors import InvalidArgumentError
 
@@ -46,7 +46,7 @@ def resolve(
     resolved_home = Path(home or env.get("RATIOWATCH_HOME") or Path.home() / ".ratiowatch")
     return ClientSettings(
         url=resolved_url,
-        mode=cast(Mode, resolved_mode),
+        mode=resolved_mode,
         home=resolved_home,
         token=token or env.get("RATIOWATCH_TOKEN") or None,
     )

@@ -2,9 +2,9 @@
 
 Layout under ``<home>/spool/<run_id>/``: ``run.json`` (what the server needs to create the run),
 ``seg-<n>.jsonl`` segments appended in order, and ``cursor`` (segment and byte offset of the first
-record not yet acknowledged by the server). Records are flushed and fsynced before the caller drops
-its in-memory copy, so a killed trainer loses nothing that reached the spool; a torn last line from a
-crash mid-write is skipped on read.
+record not yet acknowledged by the server). Records are flushed and fsynced before the sender
+drops its in-memory copy, so a killed trainer loses nothing that reached the spool; a torn last
+line from a crash mid-write is cut when the spool is next opened.
 """
 
 from __future__ import annotations
@@ -92,8 +92,7 @@ class Spool:
             segments = self._segments()
             for path in segments[:-1]:
                 if _segment_number(path) < self._segment or (
-                    _segment_number(path) == self._segment
-                    and self._offset >= path.stat().st_size
+                    _segment_number(path) == self._segment and self._offset >= path.stat().st_size
                 ):
                     path.unlink()
             if not self._pending_locked():

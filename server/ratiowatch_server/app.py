@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ratiowatch_server import migrate
@@ -73,6 +73,11 @@ def create_app(
     @app.get("/healthz", tags=["health"])
     def healthz() -> HealthOut:
         return HealthOut(status="ok", database=engine.dialect.name)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> str:
+        """Prometheus exposition: latest values per run and open alert counts."""
+        return query.prometheus()
 
     app.mount(API_PREFIX, create_api(query, rules if rules is not None else default_rules()))
     if dashboard:

@@ -109,7 +109,9 @@ def train(run: Run, config: DemoConfig) -> None:
         tokens, mask = task.sample(engine_weights, prompts)
         rewards = task.reward(prompts, tokens, mask)
         grouped = rewards.reshape(PROMPTS, config.samples_per_prompt)
-        advantages = ((grouped - grouped.mean(1, keepdims=True)) / (grouped.std(1, keepdims=True) + 1e-6)).ravel()
+        advantages = (
+            (grouped - grouped.mean(1, keepdims=True)) / (grouped.std(1, keepdims=True) + 1e-6)
+        ).ravel()
         logp_behavior = token_logp(engine_weights, prompts, tokens)
         logp_behavior = logp_behavior + rng.normal(0.0, config.engine_noise, logp_behavior.shape)
         logp_old = token_logp(weights, prompts, tokens)

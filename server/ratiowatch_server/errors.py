@@ -1,8 +1,8 @@
 """Exceptions the service maps to HTTP answers.
 
-    ServiceError
-    ├── NotFoundError      -> 404
-    └── BadRequestError    -> 400
+ServiceError
+├── NotFoundError      -> 404
+└── BadRequestError    -> 400
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ def ingest_steps(
             rules,
             history,
             [StepMetrics(s.step, s.metrics) for s in new_steps],
-            set(alert_store.open_alerts(session, run_id)),
+            {
+                rule: alert.last_step
+                for rule, alert in alert_store.open_alerts(session, run_id).items()
+            },
         )
         opened = alert_store.apply_events(session, run_id, run.project, events, now)
     session.flush()

@@ -48,9 +48,7 @@ class Run(Base):
 class Step(Base):
     __tablename__ = "steps"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     time: Mapped[float] = mapped_column(Float)
 
@@ -58,9 +56,7 @@ class Step(Base):
 class MetricValue(Base):
     __tablename__ = "metric_values"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(KEY_MAX), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -69,9 +65,7 @@ class MetricValue(Base):
 class StepSketch(Base):
     __tablename__ = "step_sketches"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     family: Mapped[str] = mapped_column(String(32), primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)

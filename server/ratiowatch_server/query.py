@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ratiowatch.sketch import RatioSketch
 from ratiowatch.stats import QUANTILES
 from ratiowatch_server.downsample import downsample
+from ratiowatch_server.prometheus import exposition
 from ratiowatch_server.schemas import (
     AlertOut,
     AlertState,
@@ -95,6 +96,12 @@ class Query:
             quantiles={quantile_key(q): merged.quantile(q) for q in QUANTILES},
             buckets=merged.buckets(),
         )
+
+    def prometheus(self) -> str:
+        with self.sessions() as session:
+            runs = run_store.list_runs(session)
+            latest = step_store.latest_values(session)
+        return exposition(runs, latest)
 
     def alerts(
         self,

@@ -79,8 +79,8 @@ class StepIn(StrictModel):
 
 class StepBatchIn(StrictModel):
     steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS_PER_BATCH)
-    client_losses: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] = (
-        Field(default_factory=dict, max_length=50)
+    client_losses: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=50
     )
 
 

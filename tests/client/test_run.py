@@ -28,7 +28,8 @@ def test_public_names_are_pinned() -> None:
 def test_import_pulls_in_nothing_heavy() -> None:
     code = (
         "import sys, ratiowatch; "
-        "heavy = {'torch', 'fastapi', 'sqlalchemy', 'dash', 'plotly', 'numba', 'ratiowatch_server'}; "
+        "heavy = {'torch', 'fastapi', 'sqlalchemy', 'dash', 'plotly', 'numba', "
+        "'ratiowatch_server'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -72,7 +73,14 @@ def test_micro_batches_of_one_step_merge_into_one_record(tmp_path: Path) -> None
     mask = rng.random((2, 6, 10)) > 0.2
     run = ratiowatch.init(project="p", mode="offline", home=tmp_path)
     for half in range(2):
-        run.log(7, logp=logp[half], logp_old=logp_old[half], mask=mask[half], grad_norm=float(half), loss=half)
+        run.log(
+            7,
+            logp=logp[half],
+            logp_old=logp_old[half],
+            mask=mask[half],
+            grad_norm=float(half),
+            loss=half,
+        )
     run.close()
     assert run._sender is not None
     (record,), _ = run._sender.spool.read(10)

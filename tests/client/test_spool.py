@@ -12,7 +12,10 @@ from ratiowatch.spool import Spool, SpoolFull
 
 
 def _records(start: int, stop: int) -> list[StepRecord]:
-    return [StepRecord(step=s, time=float(s), metrics={"a": float(s), "b": None}) for s in range(start, stop)]
+    return [
+        StepRecord(step=s, time=float(s), metrics={"a": float(s), "b": None})
+        for s in range(start, stop)
+    ]
 
 
 def test_records_come_back_in_order_and_ack_drops_them(tmp_path: Path) -> None:
@@ -31,7 +34,9 @@ def test_records_come_back_in_order_and_ack_drops_them(tmp_path: Path) -> None:
     assert not reopened.pending() and not list(tmp_path.glob("seg-*"))
 
 
-def test_segments_roll_over_and_are_deleted_once_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_segments_roll_over_and_are_deleted_once_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 200)
     spool = Spool(tmp_path)
     for start in range(0, 30, 3):

@@ -1,4 +1,4 @@
-"""The whole path: a real training loop -> public client -> real server -> SQLite -> query -> alert."""
+"""The whole path: a real training loop -> client -> real server -> SQLite -> query -> alert."""
 
 from __future__ import annotations
 
@@ -29,16 +29,21 @@ def test_demo_training_loop_streams_and_alerts_where_it_goes_unstable(
 
     full = api.get(f"/runs/{run.id}/series", params={"keys": "mismatch/p99"}).json()["series"][0]
     assert full["steps"] == list(range(config.steps))
-    small = api.get(
-        f"/runs/{run.id}/series", params={"keys": "mismatch/p99", "points": 20}
-    ).json()["series"][0]
+    small = api.get(f"/runs/{run.id}/series", params={"keys": "mismatch/p99", "points": 20}).json()[
+        "series"
+    ][0]
     assert len(small["steps"]) <= 20 and max(small["values"]) == max(full["values"])
 
-    healthy = [v for s, v in zip(full["steps"], full["values"]) if s < config.unstable_at]
+    pairs = zip(full["steps"], full["values"], strict=True)
+    healthy = [value for step, value in pairs if step < config.unstable_at]
     assert max(healthy) < 1.2, "the mismatch ratio stays near 1 while the engine is fresh"
 
     alerts = api.get("/alerts", params={"run_id": run.id}).json()
     assert alerts, "the stale behaviour policy must raise an alert"
     assert all(a["step"] >= config.unstable_at for a in alerts), alerts
-    assert {a["rule"] for a in alerts} & {"ratio_blowup:mismatch", "ess_collapse:mismatch", "kl_drift:mismatch"}
+    assert {a["rule"] for a in alerts} & {
+        "ratio_blowup:mismatch",
+        "ess_collapse:mismatch",
+        "kl_drift:mismatch",
+    }
     assert {a["id"] for a in received} == {a["id"] for a in alerts}

@@ -117,7 +117,9 @@ def test_trainer_killed_then_sync_uploads_the_rest(tmp_path: Path) -> None:
             check=True,
         )
         assert "150 steps uploaded" in synced.stdout
-        answer = httpx.get(f"{server.url}/api/v1/runs/killed-run/series", params={"keys": "train/loss"})
+        answer = httpx.get(
+            f"{server.url}/api/v1/runs/killed-run/series", params={"keys": "train/loss"}
+        )
         assert answer.json()["series"][0]["steps"] == list(range(150))
     finally:
         server.stop()
@@ -126,7 +128,9 @@ def test_trainer_killed_then_sync_uploads_the_rest(tmp_path: Path) -> None:
 def test_next_init_of_the_same_run_uploads_what_was_left(tmp_path: Path) -> None:
     port = free_port()
     home = tmp_path / "client"
-    first = ratiowatch.init(project="t", url=f"http://127.0.0.1:{port}", run_id="resumed", home=home)
+    first = ratiowatch.init(
+        project="t", url=f"http://127.0.0.1:{port}", run_id="resumed", home=home
+    )
     for step in range(50):
         first.log(step, s0=1.0)
     first.close(timeout=1)

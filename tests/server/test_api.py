@@ -15,13 +15,19 @@ from tests.support import LiveServer
 
 def _steps(start: int, stop: int, **extra: float) -> list[dict[str, object]]:
     return [
-        {"step": s, "time": 1000.0 + s, "metrics": {"ppo/p50": 1.0, "grad/norm": 1.0 + s % 3, **extra}}
+        {
+            "step": s,
+            "time": 1000.0 + s,
+            "metrics": {"ppo/p50": 1.0, "grad/norm": 1.0 + s % 3, **extra},
+        }
         for s in range(start, stop)
     ]
 
 
 def _create(api: httpx.Client, run_id: str = "run-1", project: str = "proj") -> None:
-    answer = api.put(f"/runs/{run_id}", json={"project": project, "name": "first", "config": {"lr": 1e-6}})
+    answer = api.put(
+        f"/runs/{run_id}", json={"project": project, "name": "first", "config": {"lr": 1e-6}}
+    )
     assert answer.status_code == 200, answer.text
 
 
@@ -62,7 +68,9 @@ def test_gzip_body_is_decoded(api: httpx.Client) -> None:
 def test_nonfinite_metrics_are_stored_as_null(api: httpx.Client) -> None:
     _create(api)
     body = '{"steps": [{"step": 0, "time": 1.0, "metrics": {"grad/norm": NaN, "x/y": Infinity}}]}'
-    answer = api.post("/runs/run-1/steps", content=body, headers={"Content-Type": "application/json"})
+    answer = api.post(
+        "/runs/run-1/steps", content=body, headers={"Content-Type": "application/json"}
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["alerts"][0]["rule"] == "grad_nonfinite"
 
@@ -73,11 +81,17 @@ def test_series_downsampling_keeps_a_one_step_spike(api: httpx.Client) -> None:
     values = 1.0 + 0.1 * rng.random(20_000)
     values[12_345] = 500.0
     steps = [
-        {"step": i, "time": float(i), "metrics": {"grad/norm": float(v)}} for i, v in enumerate(values)
+        {"step": i, "time": float(i), "metrics": {"grad/norm": float(v)}}
+        for i, v in enumerate(values)
     ]
     for chunk in range(0, len(steps), 5000):
-        assert api.post("/runs/run-1/steps", json={"steps": steps[chunk : chunk + 5000]}).status_code == 200
-    series = api.get("/runs/run-1/series", params={"keys": "grad/norm", "points": 500}).json()["series"][0]
+        assert (
+            api.post("/runs/run-1/steps", json={"steps": steps[chunk : chunk + 5000]}).status_code
+            == 200
+        )
+    series = api.get("/runs/run-1/series", params={"keys": "grad/norm", "points": 500}).json()[
+        "series"
+    ][0]
     assert series["total_points"] == 20_000
     assert len(series["steps"]) <= 500
     assert max(series["values"]) == 500.0 and 12_345 in series["steps"]
@@ -97,7 +111,9 @@ def test_distribution_merges_step_sketches(api: httpx.Client) -> None:
         sketch.add_logratios(x)
         steps.append({"step": i, "time": 0.0, "metrics": {}, "sketches": {"ppo": sketch.to_wire()}})
     api.post("/runs/run-1/steps", json={"steps": steps}).raise_for_status()
-    answer = api.get("/runs/run-1/distribution", params={"family": "ppo", "start": 1, "end": 3}).json()
+    answer = api.get(
+        "/runs/run-1/distribution", params={"family": "ppo", "start": 1, "end": 3}
+    ).json()
     assert (answer["steps"], answer["count"]) == (3, 3000)
     exact = float(np.quantile(np.exp(np.concatenate(chunks[1:])), 0.5))
     assert abs(answer["quantiles"]["p50"] / exact - 1) <= 0.011
@@ -116,15 +132,21 @@ def test_unknown_run_is_404_with_a_message(api: httpx.Client) -> None:
 def test_bad_requests_are_4xx_naming_the_problem(api: httpx.Client) -> None:
     _create(api)
     cases = [
-        api.post("/runs/run-1/steps", content=b"{not json", headers={"Content-Type": "application/json"}),
+        api.post(
+            "/runs/run-1/steps", content=b"{not json", headers={"Content-Type": "application/json"}
+        ),
         api.post("/runs/run-1/steps", json={"steps": [{"step": "abc", "time": 0, "metrics": {}}]}),
         api.post("/runs/run-1/steps", json={"steps": [{"step": -1, "time": 0, "metrics": {}}]}),
-        api.post("/runs/run-1/steps", json={"steps": [{"step": 1, "time": 0, "metrics": {"a": "x"}}]}),
+        api.post(
+            "/runs/run-1/steps", json={"steps": [{"step": 1, "time": 0, "metrics": {"a": "x"}}]}
+        ),
         api.post("/runs/run-1/steps", json={"steps": []}),
         api.post("/runs/run-1/steps", json={"steps": _steps(0, 1), "surprise": 1}),
         api.post(
             "/runs/run-1/steps",
-            json={"steps": [{"step": 1, "time": 0, "metrics": {}, "sketches": {"ppo": {"keys": "x"}}}]},
+            json={
+                "steps": [{"step": 1, "time": 0, "metrics": {}, "sketches": {"ppo": {"keys": "x"}}}]
+            },
         ),
         api.put("/runs/bad id!", json={"project": "p"}),
         api.put("/runs/run-2", json={"name": "no project"}),
@@ -139,7 +161,11 @@ def test_bad_requests_are_4xx_naming_the_problem(api: httpx.Client) -> None:
         ),
     ]
     for answer in cases:
-        assert 400 <= answer.status_code < 500, (answer.request.url, answer.status_code, answer.text)
+        assert 400 <= answer.status_code < 500, (
+            answer.request.url,
+            answer.status_code,
+            answer.text,
+        )
         assert answer.json()["detail"], answer.text
     field_errors = cases[1].json()["detail"]
     assert field_errors[0]["loc"][-1] == "step"
@@ -151,7 +177,9 @@ def test_oversized_body_is_413(tmp_path: Path) -> None:
     from ratiowatch_server.app import create_app
     from ratiowatch_server.settings import ServerSettings
 
-    settings = ServerSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path}/db", max_body_bytes=1000)
+    settings = ServerSettings(
+        home=tmp_path, database_url=f"sqlite:///{tmp_path}/db", max_body_bytes=1000
+    )
     with TestClient(create_app(settings, dashboard=False)) as client:
         answer = client.post("/api/v1/runs/r/steps", content=b"x" * 5000)
         assert answer.status_code == 413
@@ -167,3 +195,17 @@ def test_unknown_api_path_is_404_not_the_dashboard(live_server: LiveServer) -> N
     assert answer.status_code == 404
     dialect = live_server.database_url.split(":")[0]
     assert httpx.get(live_server.url + "/healthz").json() == {"status": "ok", "database": dialect}
+
+
+def test_prometheus_exposition_has_latest_values_and_alerts(
+    api: httpx.Client, live_server: LiveServer
+) -> None:
+    _create(api, project='team "a"')
+    steps = _steps(0, 3, **{"ppo/p99": 1.5})
+    steps[-1]["metrics"] = {"ppo/p99": 7.25, "grad/norm": None}
+    api.post("/runs/run-1/steps", json={"steps": steps}).raise_for_status()
+    text = httpx.get(live_server.url + "/metrics").text
+    assert 'ratiowatch_metric{project="team \\"a\\"",run="run-1",key="ppo/p99"} 7.25' in text
+    assert 'ratiowatch_run_last_step{project="team \\"a\\"",run="run-1",name="first"} 2' in text
+    assert 'ratiowatch_open_alerts{project="team \\"a\\"",run="run-1"} 1' in text
+    assert "ratiowatch_metric" in text and 'key="grad/norm"' not in text

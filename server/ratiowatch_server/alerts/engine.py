@@ -1,8 +1,8 @@
 """Runs the rules over a batch of new steps, given each metric's recent history.
 
 The engine is pure: the store hands it the history (from the database, so detector state survives
-restarts and is the same whichever worker takes the batch) and the rules already open, and applies
-the events it returns.
+restarts and is the same whichever worker takes the batch) and the open alerts with the last step
+their condition held, and applies the events it returns.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from ratiowatch_server.alerts.detectors import robust_spike, threshold_holds
-from ratiowatch_server.alerts.rules import NonFiniteRule, Rule, SpikeRule, ThresholdRule
+from ratiowatch_server.alerts.rules import NonFiniteRule, Rule, ThresholdRule
 
 EventKind = Literal["fire", "update", "resolve"]
 
@@ -38,18 +38,23 @@ def evaluate(
     rules: Iterable[Rule],
     history: Mapping[str, Sequence[float | None]],
     steps: Sequence[StepMetrics],
-    open_rules: set[str],
+    open_alerts: Mapping[str, int],
 ) -> list[AlertEvent]:
-    """Events for ``steps`` (in step order); ``history`` holds each metric's earlier values."""
+    """Events for ``steps`` (in step order).
+
+    ``history`` holds each metric's earlier values; ``open_alerts`` maps the rule of each open
+    alert to the last step its condition held.
+    """
     events: list[AlertEvent] = []
     for rule in rules:
-        events += _run_rule(rule, list(history.get(rule.metric, ())), steps, rule.name in open_rules)
+        past = list(history.get(rule.metric, ()))
+        events += _run_rule(rule, past, steps, open_alerts.get(rule.name))
     events.sort(key=lambda event: event.step)
     return events
 
 
 def _run_rule(
-    rule: Rule, past: list[float | None], steps: Sequence[StepMetrics], is_open: bool
+    rule: Rule, past: list[float | None], steps: Sequence[StepMetrics], last_held: int | None
 ) -> list[AlertEvent]:
     events: list[AlertEvent] = []
     streak = _trailing_streak(rule, past) if isinstance(rule, ThresholdRule) else 0
@@ -62,12 +67,12 @@ def _run_rule(
         streak = streak + 1 if condition else 0
         required = rule.for_steps if isinstance(rule, ThresholdRule) else 1
         if condition and streak >= required:
-            kind: EventKind = "update" if is_open else "fire"
+            kind: EventKind = "fire" if last_held is None else "update"
             events.append(AlertEvent(kind, rule, record.step, value, _message(rule, detail)))
-            is_open = True
-        elif is_open and not condition:
+            last_held = record.step
+        elif last_held is not None and record.step - last_held >= rule.clear_steps:
             events.append(AlertEvent("resolve", rule, record.step, value, ""))
-            is_open = False
+            last_held = None
     return events
 
 

@@ -12,6 +12,9 @@ from typing import Literal
 from ratiowatch.stats import FAMILIES
 
 Severity = Literal["warning", "critical"]
+# An open alert resolves only after its condition has been clear this many logged steps, so a
+# metric hovering at the threshold makes one alert, not one per crossing.
+CLEAR_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class ThresholdRule:
     for_steps: int = 1
     severity: Severity = "warning"
     description: str = ""
+    clear_steps: int = CLEAR_STEPS
 
     @property
     def history_needed(self) -> int:
@@ -43,6 +47,7 @@ class SpikeRule:
     ratio: float = 5.0
     severity: Severity = "critical"
     description: str = ""
+    clear_steps: int = CLEAR_STEPS
 
     @property
     def history_needed(self) -> int:
@@ -57,6 +62,7 @@ class NonFiniteRule:
     metric: str
     severity: Severity = "critical"
     description: str = ""
+    clear_steps: int = CLEAR_STEPS
 
     @property
     def history_needed(self) -> int:

@@ -25,8 +25,6 @@ def list_alerts(
 
 
 @router.post("/alerts/{alert_id}/ack")
-def acknowledge(
-    alert_id: Annotated[int, Path(ge=1, le=2**62)], session: SessionDep
-) -> AlertOut:
+def acknowledge(alert_id: Annotated[int, Path(ge=1, le=2**62)], session: SessionDep) -> AlertOut:
     """Mark an alert as seen; it stays open until its condition clears."""
     return alert_store.acknowledge(session, alert_id)

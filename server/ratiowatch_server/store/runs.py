@@ -95,4 +95,6 @@ def list_projects(session: Session) -> list[ProjectOut]:
         .group_by(Run.project)
         .order_by(func.max(Run.updated_at).desc())
     ).all()
-    return [ProjectOut(name=name, run_count=count, updated_at=updated) for name, count, updated in rows]
+    return [
+        ProjectOut(name=name, run_count=count, updated_at=updated) for name, count, updated in rows
+    ]

@@ -10,7 +10,7 @@ from sqlalchemy import Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ratiowatch_server.models import MetricValue, Step, StepSketch
+from ratiowatch_server.models import MetricValue, Run, Step, StepSketch
 from ratiowatch_server.schemas import StepIn
 
 
@@ -31,7 +31,9 @@ def insert_new_steps(session: Session, run_id: str, steps: Sequence[StepIn]) -> 
         first_by_step.setdefault(record.step, record)
     statement = (
         _insert(session, Step)
-        .values([{"run_id": run_id, "step": s.step, "time": s.time} for s in first_by_step.values()])
+        .values(
+            [{"run_id": run_id, "step": s.step, "time": s.time} for s in first_by_step.values()]
+        )
         .on_conflict_do_nothing()
         .returning(Step.step)
     )
@@ -77,7 +79,10 @@ def recent_values(
 def metric_keys(session: Session, run_id: str) -> list[str]:
     return list(
         session.scalars(
-            select(MetricValue.key).where(MetricValue.run_id == run_id).distinct().order_by(MetricValue.key)
+            select(MetricValue.key)
+            .where(MetricValue.run_id == run_id)
+            .distinct()
+            .order_by(MetricValue.key)
         )
     )
 
@@ -112,3 +117,13 @@ def sketches(
     if end is not None:
         query = query.where(StepSketch.step <= end)
     return [(step, data) for step, data in session.execute(query.order_by(StepSketch.step))]
+
+
+def latest_values(session: Session) -> list[tuple[str, str, float | None]]:
+    """(run id, key, value) of every metric at each run's last step."""
+    rows = session.execute(
+        select(MetricValue.run_id, MetricValue.key, MetricValue.value)
+        .join(Run, (Run.id == MetricValue.run_id) & (Run.last_step == MetricValue.step))
+        .order_by(MetricValue.run_id, MetricValue.key)
+    ).all()
+    return [(run_id, key, value) for run_id, key, value in rows]
