@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratiowatch.sketch import RatioSketch
-from ratiowatch.stats import QUANTILES
+from ratiowatch.stats import QUANTILE_KEYS, QUANTILES
 from ratiowatch_server.downsample import downsample
 from ratiowatch_server.prometheus import exposition
 from ratiowatch_server.schemas import (
     AlertOut,
     AlertState,
+    BucketOut,
     DistributionOut,
     ProjectOut,
     RunOut,
@@ -23,11 +25,6 @@ from ratiowatch_server.store import runs as run_store
 from ratiowatch_server.store import steps as step_store
 
 DEFAULT_POINTS = 2000
-
-
-def quantile_key(q: float) -> str:
-    """``0.5 -> "p50"``, ``0.001 -> "p0.1"``: the metric-name form of a quantile."""
-    return f"p{q * 100:g}"
 
 
 class Query:
@@ -93,8 +90,11 @@ class Query:
             family=family,
             steps=len(rows),
             count=merged.count,
-            quantiles={quantile_key(q): merged.quantile(q) for q in QUANTILES},
-            buckets=merged.buckets(),
+            quantiles={
+                key: _finite(merged.quantile(q))
+                for key, q in zip(QUANTILE_KEYS, QUANTILES, strict=True)
+            },
+            buckets=[BucketOut(ratio=_finite(r), count=n) for r, n in merged.buckets()],
         )
 
     def prometheus(self) -> str:
@@ -111,3 +111,8 @@ class Query:
     ) -> list[AlertOut]:
         with self.sessions() as session:
             return alert_store.list_alerts(session, project, run_id, state)
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no inf: the overflow bucket (ratios above 1e38) travels as null."""
+    return value if value is not None and math.isfinite(value) else None

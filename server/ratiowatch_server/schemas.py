@@ -15,6 +15,10 @@ MAX_STEPS_PER_BATCH = 10_000
 MAX_METRICS_PER_STEP = 1_000
 
 MetricKey = Annotated[str, Field(pattern=METRIC_KEY_PATTERN, max_length=200)]
+# Strict: JSON true/false or "1.5" as a metric is a client bug to report, not a number to guess.
+Number = Annotated[float, Field(strict=True)]
+LossReason = Annotated[str, Field(max_length=64)]
+LossCount = Annotated[int, Field(ge=0, strict=True)]
 ProjectName = Annotated[str, Field(min_length=1, max_length=200)]
 AlertState = Literal["firing", "resolved"]
 
@@ -51,9 +55,9 @@ class ProjectOut(BaseModel):
 
 
 class StepIn(StrictModel):
-    step: Annotated[int, Field(ge=0, le=2**62)]
-    time: float
-    metrics: dict[MetricKey, float | None] = Field(default_factory=dict)
+    step: Annotated[int, Field(ge=0, le=2**62, strict=True)]
+    time: Number
+    metrics: dict[MetricKey, Number | None] = Field(default_factory=dict)
     sketches: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], dict[str, Any]] = Field(
         default_factory=dict
     )
@@ -79,9 +83,7 @@ class StepIn(StrictModel):
 
 class StepBatchIn(StrictModel):
     steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS_PER_BATCH)
-    client_losses: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, max_length=50
-    )
+    client_losses: dict[LossReason, LossCount] = Field(default_factory=dict, max_length=50)
 
 
 class AlertOut(BaseModel):
@@ -120,13 +122,18 @@ class SeriesResponse(BaseModel):
     series: list[SeriesOut]
 
 
+class BucketOut(BaseModel):
+    ratio: float | None = Field(description="bucket's representative ratio; null above 1e38")
+    count: int
+
+
 class DistributionOut(BaseModel):
     run_id: str
     family: str
     steps: int
     count: int
     quantiles: dict[str, float | None]
-    buckets: list[tuple[float, int]]
+    buckets: list[BucketOut]
 
 
 class HealthOut(BaseModel):

@@ -1,0 +1,213 @@
+"""numpy reduction of log-ratios to scalar rows, sketch bins and per-sequence sums.
+
+Tokens are processed in chunks small enough that the handful of float64 temporaries stay in the
+CPU cache, so a 64M-token step costs a few passes over cached data instead of a few dozen passes
+over memory, and never allocates a full-size float64 copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ratiowatch.sketch import KEY_OFFSET, NUM_BINS, bin_index, bin_indices
+from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
+
+__all__ = ["chunk_indices", "reduce_numpy"]
+
+_CHUNK = 1 << 15
+_EMPTY = dict(zip(SCALAR_FIELDS, EMPTY_SCALARS.tolist(), strict=True))
+# sum_r and sum_r2 are derived from sum_e and sum_e2 (saving an exp pass) when that loses at most
+# a few ulps: when the mean ratio is not tiny, and nothing is close to overflowing expm1(x)**2.
+_DERIVE_MAX_X = 300.0
+_DERIVE_MIN_MEAN_R = 0.25
+
+Float64Array = npt.NDArray[np.float64]
+Int64Array = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+Chunk = tuple[Any, ...]
+Scalars = dict[str, Any]  # SCALAR_FIELDS name -> number
+
+
+def reduce_numpy(
+    new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
+) -> tuple[Float64Array, Int64Array, Float64Array, Int64Array]:
+    """(scalar rows, sketch bins, per-row sums, per-row counts) of x = new - old (or new)."""
+    shape = new.shape
+    rows = shape[0] if len(shape) == 2 else 0
+    seq_sum = np.zeros(rows)
+    seq_count = np.zeros(rows, dtype=np.int64)
+    bins = np.zeros(NUM_BINS, dtype=np.int64)
+    table = []
+    workspace = _Workspace(min(_CHUNK, max(1, math.prod(shape))))
+    for index in chunk_indices(shape, _CHUNK):
+        x, valid, scalars = _chunk_scalars(
+            workspace,
+            new[index],
+            None if old is None else old[index],
+            None if mask is None else mask[index],
+            _chunk_advantages(advantages, shape, index),
+            (low, high),
+            bins,
+        )
+        table.append([scalars[name] for name in SCALAR_FIELDS])
+        if rows:
+            row = index[0]
+            if isinstance(row, slice):  # whole rows
+                width = shape[1]
+                seq_sum[row] = x.reshape(-1, width).sum(axis=1)
+                # summing bytes is twice as fast as count_nonzero along an axis
+                per_row = valid.view(np.uint8).reshape(-1, width)
+                seq_count[row] = per_row.sum(axis=1, dtype=np.int32)
+            else:  # a piece of one long row
+                seq_sum[row] += scalars["sum_x"]
+                seq_count[row] += int(scalars["count"])
+    scalar_rows = np.array(table) if table else EMPTY_SCALARS[None]
+    return scalar_rows, bins, seq_sum, seq_count
+
+
+class _Workspace:
+    """Chunk-sized buffers reused across chunks: fresh ones would each cost page faults."""
+
+    def __init__(self, size: int) -> None:
+        self.x = np.empty(size)
+        self.scratch = np.empty(size)
+        self.index = np.empty(size, dtype=np.intp)
+        self.valid = np.empty(size, dtype=np.bool_)
+        self.above = np.empty(size, dtype=np.bool_)
+        self.below = np.empty(size, dtype=np.bool_)
+
+
+def chunk_indices(shape: tuple[int, ...], size: int) -> Iterator[Chunk]:
+    """Index tuples covering an array: whole rows where they fit ``size``, else row pieces."""
+    if len(shape) == 1:
+        for start in range(0, shape[0], size):
+            yield (slice(start, start + size),)
+        return
+    rows, width = shape
+    if width == 0:
+        return
+    if width <= size:
+        step = size // width
+        for start in range(0, rows, step):
+            yield (slice(start, start + step),)
+        return
+    for row in range(rows):
+        for start in range(0, width, size):
+            yield (row, slice(start, start + size))
+
+
+def _chunk_advantages(advantages: Any, shape: tuple[int, ...], index: Chunk) -> Any:
+    """Per-token advantages of a chunk, broadcasting per-sequence advantages over the row."""
+    if advantages is None:
+        return None
+    if advantages.shape == shape:
+        return advantages[index].ravel()
+    row = index[0]
+    if isinstance(row, slice):
+        return np.repeat(advantages[row], shape[1])
+    return np.full(len(range(*index[1].indices(shape[1]))), advantages[row])
+
+
+def _chunk_scalars(
+    ws: _Workspace,
+    new: Any,
+    old: Any,
+    mask: Any,
+    advantages: Any,
+    thresholds: tuple[float, float],
+    bins: Int64Array,
+) -> tuple[Float64Array, BoolArray, Scalars]:
+    """(x with invalid tokens zeroed, validity, scalar row) of one chunk; adds to ``bins``."""
+    size = new.size
+    x, valid = ws.x[:size], ws.valid[:size]
+    # float64 before subtracting: float32 log-probs would otherwise round x before exp amplifies it
+    np.copyto(x.reshape(new.shape), new)
+    if old is not None:
+        np.subtract(x, old.ravel(), out=x)
+    np.isfinite(x, out=valid)
+    finite = np.count_nonzero(valid)
+    masked = size
+    if mask is not None:
+        mask = mask.ravel()
+        masked = np.count_nonzero(mask)
+        np.logical_and(valid, mask, out=valid)
+    n = int(np.count_nonzero(valid))
+    scalars: Scalars = dict(_EMPTY)
+    scalars["count"] = n
+    scalars["nonfinite"] = masked - n
+    if n < size:
+        # Zero is neutral for every sum below (expm1(0) = 0) and inside the clip thresholds; its
+        # sketch bin and the extremes are corrected explicitly.
+        if finite == size:
+            np.multiply(x, mask, out=x)  # much faster than a masked copy
+        else:
+            np.copyto(x, 0.0, where=~valid)
+    if n == 0:
+        return x, valid, scalars
+    _extremes(x, valid, size - n, scalars)
+    _add_bins(x, n, scalars, ws, bins)
+    _moments(x, valid, ws.scratch[:size], n, scalars)
+    low, high = thresholds
+    above = np.greater(x, high, out=ws.above[:size])
+    below = np.less(x, low, out=ws.below[:size])
+    scalars["clip_high"] = np.count_nonzero(above)
+    scalars["clip_low"] = np.count_nonzero(below)
+    if advantages is not None:
+        above &= advantages > 0
+        below &= advantages < 0
+        above |= below
+        scalars["clip_active"] = np.count_nonzero(above)
+        scalars["adv_count"] = n
+    return x, valid, scalars
+
+
+def _add_bins(x: Float64Array, n: int, scalars: Scalars, ws: _Workspace, bins: Int64Array) -> None:
+    # Counting only the span between the extremes keeps small steps from paying for all bins.
+    low, high = scalars["min_x"], scalars["max_x"]
+    if n < x.size:  # the zeros standing in for invalid tokens
+        low, high = min(low, 0.0), max(high, 0.0)
+    first, last = bin_index(low), bin_index(high)
+    inside = first > 0 and last < NUM_BINS - 1  # then clipping to the key range is a no-op
+    scratch, out = ws.scratch[: x.size], ws.index[: x.size]
+    counts = np.bincount(bin_indices(x, first=first, clip=not inside, scratch=scratch, out=out))
+    bins[first : first + counts.size] += counts
+    bins[-KEY_OFFSET] -= x.size - n
+
+
+def _extremes(x: Float64Array, valid: BoolArray, invalid: int, scalars: Scalars) -> None:
+    top, bottom = x.max(), x.min()
+    # The zeros standing in for invalid tokens can only mask an extreme of the wrong sign.
+    if invalid and top == 0.0:
+        top = np.max(x, where=valid, initial=-math.inf)
+    if invalid and bottom == 0.0:
+        bottom = np.min(x, where=valid, initial=math.inf)
+    scalars["max_x"] = top
+    scalars["min_x"] = bottom
+
+
+def _moments(x: Float64Array, valid: BoolArray, e: Float64Array, n: int, scalars: Scalars) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.expm1(x, out=e)
+        sum_e, sum_e2 = e.sum(), e @ e
+    scalars["sum_e"] = sum_e
+    scalars["sum_e2"] = sum_e2
+    scalars["sum_x"] = x.sum()
+    scalars["sum_x2"] = x @ x
+    top = scalars["max_x"]
+    if top <= _DERIVE_MAX_X and n + sum_e >= _DERIVE_MIN_MEAN_R * n:
+        # sum r = n + sum e and sum r^2 = n + 2 sum e + sum e^2, both without cancellation here
+        scale = math.exp(-top)
+        scalars["sum_r"] = (n + sum_e) * scale
+        scalars["sum_r2"] = (n + 2.0 * sum_e + sum_e2) * scale * scale
+        return
+    np.subtract(x, top, out=e)
+    np.exp(e, out=e)
+    if n < x.size:
+        np.copyto(e, 0.0, where=~valid)
+    scalars["sum_r"] = e.sum()
+    scalars["sum_r2"] = e @ e

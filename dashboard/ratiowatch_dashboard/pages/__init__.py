@@ -1,0 +1,1 @@
+"""One module per page: ``layout(...)`` builds it, ``register(app, data)`` its callbacks."""
