@@ -158,3 +158,24 @@ def test_alerts_filter_by_state_and_project(fed: DashboardData):
     assert fed.alerts(state="resolved") == []
     assert fed.alerts(project="other-project") == []
     assert isinstance(components.alert_list([]), html.Div)
+
+
+def test_header_shows_records_the_client_lost_by_reason():
+    from ratiowatch_dashboard.pages.run import header_stats
+    from ratiowatch_server.schemas import RunOut
+
+    run = RunOut(
+        id="r",
+        project="p",
+        name="n",
+        config={},
+        tags=[],
+        created_at=0.0,
+        updated_at=0.0,
+        last_step=3,
+        step_count=4,
+        client_losses={"spool_cap": 5, "rejected_by_server": 2},
+    )
+    text = str(header_stats(run))
+    assert "Lost steps (2 rejected_by_server, 5 spool_cap)" in text and "'7'" in text
+    assert "Lost" not in str(header_stats(run.model_copy(update={"client_losses": {}})))

@@ -97,7 +97,7 @@ def not_found(run_id: str) -> html.Div:
 
 def header_stats(run: RunOut) -> list[html.Div]:
     last = "-" if run.last_step is None else run.last_step
-    return [
+    stats = [
         components.stat("Last step", last, element_id="run-last-step"),
         components.stat("Steps", run.step_count),
         components.stat(
@@ -105,6 +105,14 @@ def header_stats(run: RunOut) -> list[html.Div]:
         ),
         components.stat("Updated", components.ago(run.updated_at)),
     ]
+    lost = sum(run.client_losses.values())
+    if lost:
+        # The client counts every record it could not deliver, by reason; say so where it shows.
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(run.client_losses.items()))
+        stats.append(
+            components.stat(f"Lost steps ({reasons})", lost, element_id="run-lost", danger=True)
+        )
+    return stats
 
 
 def chart_figures(view: RunView) -> list[go.Figure]:
