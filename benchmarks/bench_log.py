@@ -10,10 +10,16 @@ Prints median and p99 per call in microseconds, and each as a ratio to a bare
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import queue
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 
 import ratiowatch
@@ -55,18 +61,52 @@ def ratiowatch_log(url: str, home: str, mode: str) -> Callable[[int], object]:
     return lambda step: run.log(step, **SCALARS)
 
 
+def live_server(home: str) -> tuple[str, subprocess.Popen[bytes]] | None:
+    """A real ``ratiowatch serve`` in its own process (so it takes no GIL from the trainer)."""
+    if importlib.util.find_spec("ratiowatch_server") is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ratiowatch.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            f"sqlite:///{home}/server.db",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return url, server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    return None
+
+
 def competitors(home: str) -> dict[str, Callable[[int], object]]:
     rows: dict[str, Callable[[int], object]] = {}
     try:
         import wandb
 
         wb = wandb.init(project="bench", mode="offline", dir=home)
-        rows["wandb.log (offline)"] = lambda step: wb.log(SCALARS, step=step)
+        rows["W&B log (offline mode)"] = lambda step: wb.log(SCALARS, step=step)
     except ImportError:
         pass
     try:
         import mlflow
 
+        # mlflow-skinny has only the file store, which newer MLflow gates behind this flag.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(f"file://{home}/mlruns")
         mlflow.start_run()
         rows["mlflow.log_metrics (async)"] = lambda step: mlflow.log_metrics(
@@ -104,8 +144,15 @@ def main() -> None:
             "http://127.0.0.1:9", home + "/down", "online"
         ),
     }
+    server = live_server(home)
+    if server is not None:
+        rows["ratiowatch, server up"] = ratiowatch_log(server[0], home + "/up", "online")
     rows.update(competitors(home))
-    results = {name: measure(call, args.calls) for name, call in rows.items()}
+    try:
+        results = {name: measure(call, args.calls) for name, call in rows.items()}
+    finally:
+        if server is not None:
+            server[1].terminate()
     floor_median, _ = results["queue.put_nowait (floor)"]
     print(f"{'call':34} {'median us':>10} {'p99 us':>10} {'x floor (median)':>17}")
     for name, (median, p99) in results.items():

@@ -95,8 +95,9 @@ class Sender:
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until the server has everything, retrying at once if it was away.
 
-        False at ``timeout``; with no timeout, False as soon as a retry fails, so a flush with
-        the server gone never hangs the trainer.
+        False at ``timeout``, or as soon as that retry fails: what is unsent is already in the
+        durable spool, so neither a flush nor the close at interpreter exit waits on a server
+        that is gone.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         failures_before = self._backoff.failures
@@ -104,7 +105,7 @@ class Sender:
         while self._thread.is_alive():
             if self._settled():
                 return True
-            if deadline is None and self._backoff.failures > failures_before:
+            if self._backoff.failures > failures_before:
                 return False
             if deadline is not None and time.monotonic() >= deadline:
                 return False
