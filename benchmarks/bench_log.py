@@ -27,8 +27,12 @@ import ratiowatch
 SCALARS = {f"metric_{i}": float(i) * 0.5 for i in range(40)}
 
 
-def measure(call: Callable[[int], object], calls: int) -> tuple[float, float]:
-    """Median and p99 of one call, in microseconds (after a warm-up)."""
+def measure(call: Callable[[int], object], calls: int, pace: float) -> tuple[float, float]:
+    """Median and p99 of one call, in microseconds (after a warm-up).
+
+    ``pace`` seconds pass between calls with the GIL released, as they do while a trainer waits
+    on its accelerator; 0 makes a tight loop that fights the sender thread for the GIL.
+    """
     for step in range(min(1000, calls)):
         call(step)
     durations = []
@@ -37,6 +41,8 @@ def measure(call: Callable[[int], object], calls: int) -> tuple[float, float]:
         started = clock()
         call(step)
         durations.append((clock() - started) / 1000)
+        if pace:
+            time.sleep(pace)
     durations.sort()
     return statistics.median(durations), durations[int(0.99 * len(durations))]
 
@@ -132,6 +138,9 @@ def competitors(home: str) -> dict[str, Callable[[int], object]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument(
+        "--pace", type=float, default=0.0, help="seconds of GIL-free 'training' between calls"
+    )
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="ratiowatch-bench-")
     rows = {
@@ -149,7 +158,7 @@ def main() -> None:
         rows["ratiowatch, server up"] = ratiowatch_log(server[0], home + "/up", "online")
     rows.update(competitors(home))
     try:
-        results = {name: measure(call, args.calls) for name, call in rows.items()}
+        results = {name: measure(call, args.calls, args.pace) for name, call in rows.items()}
     finally:
         if server is not None:
             server[1].terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ class StepRecord:
             "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
             "sketches": {k: dict(v) for k, v in self.sketches.items()},
         }
+
+    def encode(self) -> bytes:
+        """Compact JSON, as it travels in a batch and sits on a spool line."""
+        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepRecord:

@@ -52,9 +52,7 @@ class Spool:
         """Durably append ``records`` (raises SpoolFull past the cap, OSError if unwritable)."""
         if not records:
             return
-        data = b"".join(
-            json.dumps(r.to_json(), separators=(",", ":")).encode() + b"\n" for r in records
-        )
+        data = b"".join(record.encode() + b"\n" for record in records)
         with self._lock:
             if self._size_bytes() + len(data) > self.cap_bytes:
                 raise SpoolFull(f"spool {self.directory} is at its cap of {self.cap_bytes} bytes")

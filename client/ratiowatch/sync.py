@@ -34,10 +34,10 @@ def _sync_one(directory: Path, *, url: str | None, token: str | None, progress: 
             spool.ack(cursor)
             return sent
         try:
-            transport.post_steps(info.run_id, records, {})
+            transport.post_steps(info.run_id, [r.encode() for r in records], {})
         except UnknownRunError:
             transport.put_run(info)
-            transport.post_steps(info.run_id, records, {})
+            transport.post_steps(info.run_id, [r.encode() for r in records], {})
         except RejectedError as exc:
             print(f"\nrun {info.run_id}: {len(records)} steps rejected: {exc}", file=sys.stderr)
         spool.ack(cursor)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ratiowatch.records import RunInfo, StepRecord
+from ratiowatch.records import RunInfo
 
 API_PREFIX = "/api/v1"
 COMPRESS_ABOVE_BYTES = 4096
@@ -44,23 +44,23 @@ class HttpTransport:
         self.timeout = timeout
 
     def put_run(self, info: RunInfo) -> None:
-        self._request("PUT", f"/runs/{info.run_id}", info.to_json())
+        self._request("PUT", f"/runs/{info.run_id}", json.dumps(info.to_json()).encode())
 
     def post_steps(
-        self, run_id: str, records: Sequence[StepRecord], losses: dict[str, int]
+        self, run_id: str, encoded: Sequence[bytes], losses: dict[str, int]
     ) -> StepsAccepted:
-        body: dict[str, Any] = {"steps": [r.to_json() for r in records]}
+        """Post records already encoded by :meth:`StepRecord.encode`, in order."""
+        body = b'{"steps":[' + b",".join(encoded) + b"]"
         if losses:
-            body["client_losses"] = losses
-        answer = self._request("POST", f"/runs/{run_id}/steps", body)
+            body += b',"client_losses":' + json.dumps(losses).encode()
+        answer = self._request("POST", f"/runs/{run_id}/steps", body + b"}")
         return StepsAccepted(
             accepted=int(answer.get("accepted", 0)),
             duplicate=int(answer.get("duplicate", 0)),
             alerts=list(answer.get("alerts", [])),
         )
 
-    def _request(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    def _request(self, method: str, path: str, data: bytes) -> dict[str, Any]:
         headers = {"Content-Type": "application/json", "User-Agent": "ratiowatch-client"}
         if len(data) > COMPRESS_ABOVE_BYTES:
             data = gzip.compress(data, compresslevel=5)

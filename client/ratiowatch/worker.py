@@ -188,11 +188,12 @@ class Sender:
             self.transport.put_run(self.info)
             self._registered = True
         losses = dict(self.guard.lost)
+        encoded = [record.encode() for record in records]
         try:
-            return self.transport.post_steps(self.info.run_id, records, losses)
+            return self.transport.post_steps(self.info.run_id, encoded, losses)
         except UnknownRunError:
             self.transport.put_run(self.info)
-            return self.transport.post_steps(self.info.run_id, records, losses)
+            return self.transport.post_steps(self.info.run_id, encoded, losses)
 
     def _spool_rest_of_queue(self) -> None:
         queued: list[ClosedStep] = []
