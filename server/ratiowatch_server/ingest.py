@@ -36,16 +36,16 @@ def ingest_steps(
             before_step=new_steps[0].step,
             limit=max(rule.history_needed for rule in rules) if rules else 0,
         )
-        events = evaluate(
+        open_alerts = alert_store.open_alerts(session, run_id)
+        evaluation = evaluate(
             rules,
             history,
             [StepMetrics(s.step, s.metrics) for s in new_steps],
-            {
-                rule: alert.last_step
-                for rule, alert in alert_store.open_alerts(session, run_id).items()
-            },
+            {rule: alert.last_step for rule, alert in open_alerts.items()},
+            alert_store.detector_states(session, run_id),
         )
-        opened = alert_store.apply_events(session, run_id, run.project, events, now)
+        alert_store.save_detector_states(session, run_id, evaluation.states)
+        opened = alert_store.apply_events(session, run_id, run.project, evaluation.events, now)
     session.flush()
     return StepBatchOut(
         accepted=len(new_steps),

@@ -100,3 +100,13 @@ class Alert(Base):
     resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     resolved_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DetectorState(Base):
+    """Saved state of a stateful alert detector (a CUSUM), so it survives restarts and workers."""
+
+    __tablename__ = "detector_states"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(KEY_MAX), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)

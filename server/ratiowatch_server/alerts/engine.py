@@ -1,22 +1,24 @@
 """Runs the rules over a batch of new steps, given each metric's recent history.
 
 The engine is pure: the store hands it the history (from the database, so detector state survives
-restarts and is the same whichever worker takes the batch) and the open alerts with the last step
-their condition held, and applies the events it returns.
+restarts and is the same whichever worker takes the batch), the open alerts with the last step
+their condition held, and the saved state of stateful detectors; it returns the events to apply
+and the new detector states to save, in the same transaction as the steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-from ratiowatch_server.alerts.detectors import robust_spike, threshold_holds
-from ratiowatch_server.alerts.rules import NonFiniteRule, Rule, ThresholdRule
+from ratiowatch_server.alerts.detectors import cusum_step, robust_spike, threshold_holds
+from ratiowatch_server.alerts.rules import DriftRule, NonFiniteRule, Rule, ThresholdRule
 
 EventKind = Literal["fire", "update", "resolve"]
+DetectorState = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -34,35 +36,50 @@ class AlertEvent:
     message: str
 
 
+@dataclass
+class Evaluation:
+    events: list[AlertEvent] = field(default_factory=list)
+    states: dict[str, DetectorState] = field(default_factory=dict)
+
+
 def evaluate(
     rules: Iterable[Rule],
     history: Mapping[str, Sequence[float | None]],
     steps: Sequence[StepMetrics],
     open_alerts: Mapping[str, int],
-) -> list[AlertEvent]:
-    """Events for ``steps`` (in step order).
+    states: Mapping[str, DetectorState] | None = None,
+) -> Evaluation:
+    """Events for ``steps`` (in step order), and the updated detector states.
 
     ``history`` holds each metric's earlier values; ``open_alerts`` maps the rule of each open
-    alert to the last step its condition held.
+    alert to the last step its condition held; ``states`` the saved state of stateful rules.
     """
-    events: list[AlertEvent] = []
+    result = Evaluation()
     for rule in rules:
         past = list(history.get(rule.metric, ()))
-        events += _run_rule(rule, past, steps, open_alerts.get(rule.name))
-    events.sort(key=lambda event: event.step)
-    return events
+        state = dict((states or {}).get(rule.name, {}))
+        result.events += _run_rule(rule, past, steps, open_alerts.get(rule.name), state)
+        if isinstance(rule, DriftRule):
+            result.states[rule.name] = state
+    result.events.sort(key=lambda event: event.step)
+    return result
 
 
 def _run_rule(
-    rule: Rule, past: list[float | None], steps: Sequence[StepMetrics], last_held: int | None
+    rule: Rule,
+    past: list[float | None],
+    steps: Sequence[StepMetrics],
+    last_held: int | None,
+    state: DetectorState,
 ) -> list[AlertEvent]:
+    """The rule's events over ``steps``; ``state`` is updated in place."""
     events: list[AlertEvent] = []
     streak = _trailing_streak(rule, past) if isinstance(rule, ThresholdRule) else 0
     for record in steps:
         if rule.metric not in record.metrics:
             continue
         value = record.metrics[rule.metric]
-        condition, detail = _condition(rule, past, value)
+        condition, detail = _condition(rule, past, value, state)
         past.append(value)
         streak = streak + 1 if condition else 0
         required = rule.for_steps if isinstance(rule, ThresholdRule) else 1
@@ -76,7 +93,9 @@ def _run_rule(
     return events
 
 
-def _condition(rule: Rule, past: list[float | None], value: float | None) -> tuple[bool, str]:
+def _condition(
+    rule: Rule, past: list[float | None], value: float | None, state: DetectorState
+) -> tuple[bool, str]:
     if isinstance(rule, NonFiniteRule):
         return value is None, f"{rule.metric} is NaN or Inf"
     if value is None:
@@ -84,6 +103,14 @@ def _condition(rule: Rule, past: list[float | None], value: float | None) -> tup
     if isinstance(rule, ThresholdRule):
         holds = threshold_holds(value, rule.op, rule.value)
         return holds, f"{rule.metric} = {value:.4g} {rule.op} {rule.value:g}"
+    if isinstance(rule, DriftRule):
+        new_state, total = cusum_step(
+            state, value, rule.baseline_steps, rule.slack, cap=2 * rule.threshold
+        )
+        state.clear()
+        state.update(new_state)
+        drifting = total is not None and total > rule.threshold
+        return drifting, f"{rule.metric} = {value:.4g}, CUSUM {total or 0:.1f} > {rule.threshold:g}"
     window = np.array([v for v in past[-rule.window :] if v is not None], dtype=np.float64)
     if window.size < rule.min_history:
         return False, ""

@@ -69,7 +69,34 @@ class NonFiniteRule:
         return 0
 
 
-Rule = ThresholdRule | SpikeRule | NonFiniteRule
+@dataclass(frozen=True)
+class DriftRule:
+    """Fires when a metric drifts up from its own early-run baseline (one-sided CUSUM).
+
+    The baseline is the median and MAD of the run's first ``baseline_steps`` values of the metric,
+    in log space (KL estimates are positive and vary multiplicatively). Each later value adds its
+    robust z-score minus ``slack`` to a cumulative sum floored at 0; the alert fires when the sum
+    passes ``threshold``. With slack 1 and threshold 12 a stationary series almost never fires,
+    while a sustained 3-sigma rise is caught in about six steps and a jump far out of the
+    baseline in one or two. Suited to metrics that are stationary on a healthy run, such as the
+    trainer-vs-engine mismatch.
+    """
+
+    name: str
+    metric: str
+    baseline_steps: int = 50
+    slack: float = 1.0
+    threshold: float = 12.0
+    severity: Severity = "warning"
+    description: str = ""
+    clear_steps: int = CLEAR_STEPS
+
+    @property
+    def history_needed(self) -> int:
+        return 0
+
+
+Rule = ThresholdRule | SpikeRule | NonFiniteRule | DriftRule
 
 
 def default_rules() -> list[Rule]:
@@ -113,6 +140,7 @@ def default_rules() -> list[Rule]:
                 for_steps=3,
                 description=f"k3 KL estimate of the {family} ratio above 0.1",
             ),
+            *_drift_rules(family),
             ThresholdRule(
                 name=f"nonfinite:{family}",
                 metric=f"{family}/nonfinite",
@@ -123,3 +151,17 @@ def default_rules() -> list[Rule]:
             ),
         ]
     return rules
+
+
+def _drift_rules(family: str) -> list[Rule]:
+    """Mismatch and off-policy ratios should not move on a healthy run; the PPO ratio's KL follows
+    the learning rate by design, so it gets only the threshold rule."""
+    if family == "ppo":
+        return []
+    return [
+        DriftRule(
+            name=f"kl_drift_cusum:{family}",
+            metric=f"{family}/kl_k3",
+            description=f"k3 KL of the {family} ratio drifting up from its baseline",
+        )
+    ]

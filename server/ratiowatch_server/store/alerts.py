@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ratiowatch_server.alerts.engine import AlertEvent
 from ratiowatch_server.errors import NotFoundError
-from ratiowatch_server.models import Alert
+from ratiowatch_server.models import Alert, DetectorState
 from ratiowatch_server.schemas import AlertOut, AlertState
 
 
@@ -104,3 +105,16 @@ def acknowledge(session: Session, alert_id: int) -> AlertOut:
     alert.acknowledged = True
     session.flush()
     return to_out(alert)
+
+
+def detector_states(session: Session, run_id: str) -> dict[str, dict[str, Any]]:
+    rows = session.scalars(select(DetectorState).where(DetectorState.run_id == run_id))
+    return {row.rule: row.state for row in rows}
+
+
+def save_detector_states(
+    session: Session, run_id: str, states: Mapping[str, dict[str, Any]]
+) -> None:
+    for rule, state in states.items():
+        session.merge(DetectorState(run_id=run_id, rule=rule, state=state))
+    session.flush()
