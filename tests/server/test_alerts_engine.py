@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ratiowatch_server.alerts.engine import StepMetrics, evaluate
+from ratiowatch_server.alerts.engine import AlertEvent, StepMetrics, evaluate
 from ratiowatch_server.alerts.rules import (
     DriftRule,
     NonFiniteRule,
