@@ -11,7 +11,7 @@ from pathlib import Path
 from ratiowatch import settings as client_settings
 from ratiowatch.transport import TransportError
 
-SERVER_COMMANDS = ("serve", "demo", "db", "token", "export")
+SERVER_COMMANDS = ("serve", "demo", "db")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,21 +35,16 @@ def main(argv: Sequence[str]) -> int:
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"])
     db.add_argument("--db", dest="database_url", help="database URL")
-    for name in ("token", "export"):
-        commands.add_parser(name, help="not available yet")
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "serve":
         return _serve(args)
     if args.command == "demo":
         return _demo(args)
-    if args.command == "db":
-        settings = _settings(args)
-        migrate.upgrade(settings.resolved_database_url())
-        print(f"database at {_redacted(settings)} is at the latest schema")
-        return 0
-    print(f"ratiowatch {args.command}: not available in this version", file=sys.stderr)
-    return 2
+    settings = _settings(args)
+    migrate.upgrade(settings.resolved_database_url())
+    print(f"database at {_redacted(settings)} is at the latest schema")
+    return 0
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
