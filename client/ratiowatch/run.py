@@ -2,6 +2,10 @@
 
 Invalid arguments raise (``ratiowatch.errors``), before anything is queued; nothing else ever
 raises into the trainer: every public method runs inside the guard.
+
+Under ``torch.distributed`` every rank computes its statistics and merges them into rank 0's at
+each step close (``ratiowatch.distributed``); only rank 0 has a sender and a spool. So every rank
+must call ``log`` with the same steps and ``flush``/``close`` at the same points.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ratiowatch import settings as client_settings
+from ratiowatch.distributed import RankMerger, process_rank
 from ratiowatch.errors import InvalidArgumentError, InvalidTypeError
 from ratiowatch.guard import Guard
 from ratiowatch.records import RunInfo
 from ratiowatch.spool import Spool
 from ratiowatch.stats import compute_step_partials
-from ratiowatch.step import StepAccumulator
+from ratiowatch.step import ClosedStep, StepAccumulator
 from ratiowatch.transport import HttpTransport
 from ratiowatch.worker import Sender
 
@@ -60,17 +65,20 @@ class Run:
         sender: Sender | None,
         guard: Guard,
         alerts: AlertDispatcher,
+        enabled: bool = True,
     ) -> None:
+        """``sender`` None with ``enabled``: a rank other than 0, which computes and merges only."""
         self.info = info
         self.id = info.run_id
         self.clip = clip
         self.guard = guard
         self._sender = sender
         self._accumulator = StepAccumulator()
+        self._ranks = RankMerger(guard)
         self._lock = threading.Lock()
         self._alerts = alerts
         self._pid = os.getpid()
-        self._closed = sender is None
+        self._closed = not enabled
         _live_runs.add(self)
 
     def log(
@@ -105,19 +113,24 @@ class Run:
         )
         with self.guard.contained("log"), self._lock:
             finished = self._accumulator.add(step, partials, norm, numbers_in)
-            if finished is not None and self._sender is not None:
-                self._sender.submit(finished)
+            if finished is not None:
+                self._submit(finished)
 
     def on_alert(self, callback: AlertCallback) -> None:
         """Call ``callback(alert)`` (in the sender thread) for each new alert on this run."""
         self._alerts.callbacks.append(callback)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Finalise the open step and wait for the server to have everything; True if it has."""
+        """Finalise the open step and wait for the server to have everything; True if it has.
+
+        Ranks other than 0 send nothing: for them, True once their part is merged into rank 0's.
+        """
+        if self._closed or os.getpid() != self._pid:
+            return False
         with self.guard.contained("flush"):
-            self._finish_open_step()
-            if self._sender is not None and os.getpid() == self._pid:
-                return self._sender.wait_idle(timeout)
+            with self._lock:
+                self._submit(self._accumulator.finish())
+            return True if self._sender is None else self._sender.wait_idle(timeout)
         return False
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
@@ -127,26 +140,33 @@ class Run:
         with self.guard.contained("close"):
             self.flush(timeout)
             self._closed = True
-            assert self._sender is not None
-            self._sender.stop(timeout=max(1.0, timeout / 2))
-            left = self._sender.pending()
-            if left:
-                logger.warning(
-                    "ratiowatch: %d step records for run %s remain in %s; "
-                    "upload them with `ratiowatch sync`",
-                    left,
-                    self.id,
-                    self._sender.spool.directory,
-                )
+            if self._sender is not None:
+                self._stop_sender(self._sender, timeout)
             summary = self.guard.summary()
             if summary:
                 logger.warning(summary)
 
-    def _finish_open_step(self) -> None:
-        with self._lock:
-            closed = self._accumulator.finish()
-            if closed is not None and self._sender is not None:
-                self._sender.submit(closed)
+    def _stop_sender(self, sender: Sender, timeout: float) -> None:
+        sender.stop(timeout=max(1.0, timeout / 2))
+        left = sender.pending()
+        if left:
+            logger.warning(
+                "ratiowatch: %d step records for run %s remain in %s; "
+                "upload them with `ratiowatch sync`",
+                left,
+                self.id,
+                sender.spool.directory,
+            )
+
+    def _submit(self, closed: ClosedStep | None) -> None:
+        """Send a closed step (None: flushing with no step open), merged across ranks first.
+
+        Under torch.distributed the merge is a collective, so it runs here, in the trainer's
+        thread, on every rank alike, never in the sender thread.
+        """
+        merged = self._ranks.merge(closed)
+        if merged is not None and self._sender is not None:
+            self._sender.submit(merged)
 
     def __enter__(self) -> Run:
         return self
@@ -183,13 +203,15 @@ def init(
     guard = Guard()
     alerts = AlertDispatcher(guard)
     sender = None
-    if resolved.mode != "disabled":
+    enabled = resolved.mode != "disabled"
+    if enabled:
         _install_process_hooks()
+    if enabled and process_rank() == 0:  # other ranks merge into rank 0's records (distributed.py)
         spool = Spool.for_run(resolved.spool_root, info, resolved.url)
         online = resolved.mode == "online"
         transport = HttpTransport(resolved.url, token=resolved.token) if online else None
         sender = Sender(info, spool, guard, transport=transport, on_alerts=alerts)
-    return Run(info, clip=clip_range, sender=sender, guard=guard, alerts=alerts)
+    return Run(info, clip=clip_range, sender=sender, guard=guard, alerts=alerts, enabled=enabled)
 
 
 def _check_clip(clip: Sequence[float]) -> tuple[float, float]:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from ratiowatch.arrays import StepArrays, as_numpy, validate_inputs
 from ratiowatch.errors import InvalidArgumentError
+from ratiowatch.khat import merge_tails, top_numpy, top_torch
 from ratiowatch.sketch import RatioSketch
 from ratiowatch.stats_finalize import QUANTILE_KEYS, QUANTILES, finalize_partial
 
@@ -87,6 +88,7 @@ class FamilyPartial:
     Field meanings are those of ``SCALAR_FIELDS``; ``seq_sum``/``seq_count`` hold, per sequence
     (row), the sum of its valid log-ratios and their number (empty for 1-D input, which has no
     sequence structure). ``with_advantages`` says whether ``clip_active`` is meaningful.
+    ``tail`` holds the ``khat.TAIL_SIZE`` largest log-ratios, unordered, for k-hat.
     """
 
     count: int = 0
@@ -107,6 +109,7 @@ class FamilyPartial:
     sketch: RatioSketch = field(default_factory=RatioSketch)
     seq_sum: Float64Array = field(default_factory=lambda: np.zeros(0))
     seq_count: Int64Array = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    tail: Float64Array = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def empty(cls) -> FamilyPartial:
@@ -121,6 +124,7 @@ class FamilyPartial:
         seq_sum: Float64Array,
         seq_count: Int64Array,
         with_advantages: bool,
+        tail: Float64Array | None = None,
     ) -> FamilyPartial:
         """Partial from a vector in ``SCALAR_FIELDS`` layout plus the non-scalar parts."""
         values: dict[str, Any] = dict(zip(SCALAR_FIELDS, scalars.tolist(), strict=True))
@@ -132,6 +136,7 @@ class FamilyPartial:
             sketch=sketch,
             seq_sum=np.asarray(seq_sum, dtype=np.float64),
             seq_count=np.asarray(seq_count, dtype=np.int64),
+            tail=np.zeros(0) if tail is None else np.asarray(tail, dtype=np.float64),
         )
 
     def scalars(self) -> Float64Array:
@@ -143,7 +148,7 @@ class FamilyPartial:
 
         Protocol: all-reduce ``[max_x, -min_x]`` (``extremes`` with any shift) with MAX; call again
         with ``shift`` = the reduced max_x and all-reduce ``sums`` and ``sketch.bins`` with SUM;
-        all-gather ``seq_sum``/``seq_count``; rebuild with ``from_collective``.
+        all-gather ``seq_sum``/``seq_count``/``tail``; rebuild with ``from_collective``.
         """
         vector = self.scalars()
         scale = 0.0 if self.count == 0 else math.exp(self.max_x - shift)
@@ -162,8 +167,9 @@ class FamilyPartial:
         seq_sum: Float64Array,
         seq_count: Int64Array,
         with_advantages: bool,
+        tail: Float64Array | None = None,
     ) -> FamilyPartial:
-        """Inverse of ``collective_arrays`` after the reductions."""
+        """Inverse of ``collective_arrays`` after the reductions (``tail``: all ranks' tails)."""
         vector = np.array(sums, dtype=np.float64)
         vector[_FIELD["max_x"]] = extremes[0]
         vector[_FIELD["min_x"]] = -extremes[1]
@@ -173,6 +179,7 @@ class FamilyPartial:
             seq_sum=seq_sum,
             seq_count=seq_count,
             with_advantages=with_advantages,
+            tail=None if tail is None else merge_tails(tail),
         )
 
     def merge(self, other: FamilyPartial) -> FamilyPartial:
@@ -186,6 +193,7 @@ class FamilyPartial:
             seq_sum=np.concatenate([self.seq_sum, other.seq_sum]),
             seq_count=np.concatenate([self.seq_count, other.seq_count]),
             with_advantages=self.with_advantages or other.with_advantages,
+            tail=merge_tails(self.tail, other.tail),
         )
 
     def finalize(self) -> dict[str, float | None]:
@@ -269,11 +277,11 @@ def _reduce(
         from ratiowatch.stats_numpy import reduce_numpy
 
         operands = [None if a is None else as_numpy(a) for a in operands]
-        reduce = reduce_numpy
+        reduce, top = reduce_numpy, top_numpy
     else:
         from ratiowatch.stats_torch import reduce_torch
 
-        reduce = reduce_torch
+        reduce, top = reduce_torch, top_torch
     first, second, mask, advantages = operands
     table, bins, seq_sum, seq_count = reduce(first, second, mask, advantages, *thresholds)
     sketch = RatioSketch()
@@ -284,4 +292,5 @@ def _reduce(
         seq_sum=seq_sum,
         seq_count=seq_count,
         with_advantages=arrays.get("advantages") is not None,
+        tail=top(first, second, mask),
     )

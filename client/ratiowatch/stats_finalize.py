@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from ratiowatch.khat import psis_khat
+
 if TYPE_CHECKING:
     from ratiowatch.stats import FamilyPartial
 
@@ -33,6 +35,7 @@ _TOKEN_KEYS = (
     "kl_k3",
     "logratio_mean",
     "logratio_std",
+    "khat",
 )
 _SEQ_KEYS = (
     "seq_logratio_p50",
@@ -43,6 +46,7 @@ _SEQ_KEYS = (
     "seq_geo_p1",
     "seq_geo_p50",
     "seq_geo_p99",
+    "seq_khat",
 )
 Stats = dict[str, float | None]
 
@@ -82,6 +86,7 @@ def finalize_partial(p: FamilyPartial) -> Stats:
         kl_k3=_finite(k3),
         logratio_mean=_finite(mean_x),
         logratio_std=_finite(math.sqrt(max(p.sum_x2 / n - mean_x * mean_x, 0.0))),
+        khat=psis_khat(p.tail, n),
     )
     out.update(_sequence_stats(p.seq_sum, p.seq_count))
     return out
@@ -129,6 +134,7 @@ def _sequence_stats(seq_sum: npt.NDArray[np.float64], seq_count: npt.NDArray[np.
         "seq_geo_p1": _finite(geo_p1),
         "seq_geo_p50": _finite(geo_p50),
         "seq_geo_p99": _finite(geo_p99),
+        "seq_khat": psis_khat(sums, sums.size),
     }
 
 

@@ -38,9 +38,13 @@ class ClosedStep:
             sketches[family] = partial.sketch.to_wire()
         if self.has_grad_norm:
             metrics["grad/norm"] = self.grad_norm
-        for name, value in _average(self.scalar_calls).items():
+        for name, value in self.scalar_means().items():
             metrics[f"train/{name}"] = value
         return StepRecord(step=self.step, time=self.time, metrics=metrics, sketches=sketches)
+
+    def scalar_means(self) -> Mapping[str, float]:
+        """Each user scalar averaged over the calls that gave it."""
+        return _average(self.scalar_calls)
 
 
 class StepAccumulator:
