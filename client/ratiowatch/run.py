@@ -108,7 +108,7 @@ class Run:
                 advantages=advantages,
                 clip=self.clip,
             )
-            if any(a is not None for a in (logp, logp_old, logp_behavior))
+            if logp is not None or logp_old is not None or logp_behavior is not None
             else {}
         )
         with self.guard.contained("log"), self._lock:
@@ -225,6 +225,8 @@ def _check_clip(clip: Sequence[float]) -> tuple[float, float]:
 
 
 def _check_step(step: Any) -> int:
+    if type(step) is int and step >= 0:  # the common case, without the ABC checks (hot path)
+        return step
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or int(step) < 0:
         raise InvalidArgumentError(f"step is {step!r}; expected a non-negative integer")
     return int(step)
