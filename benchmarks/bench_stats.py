@@ -1,16 +1,28 @@
 """Cost of one step's ratio statistics, against the cost of merely reading the inputs.
 
-Baselines, measured side by side (round-robin, so machine noise hits them alike):
+Cases, measured side by side (round-robin, so machine noise hits them alike):
 - floor: ``logp.sum() + logp_old.sum() + np.count_nonzero(mask)``, the least any statistic costs;
 - naive: what a trainer would write inline: ``x = (logp - logp_old)[mask]; r = np.exp(x)``, one
   numpy pass per statistic and ``np.quantile`` for the quantiles;
-- ours: ``compute_step_partials(...)["ppo"].finalize()``, numpy arrays and CPU torch tensors;
-- torch kernel: the device kernel (``stats_torch``) run on CPU tensors, for reference.
+- numpy / numba: ``compute_step_partials(...)``, what ``run.log`` computes on the caller's thread
+  (validation, the kernel, the k-hat tail; ``finalize`` runs on the sender thread), with the host
+  kernel forced to ``reduce_numpy`` or ``reduce_numba`` (1 thread, or numba's default);
+  ``+finalize`` adds the sender thread's part; ``kernel`` rows time the kernel alone;
+- torch kernel cpu: the device kernel (``stats_torch``) on CPU tensors, for reference.
+
+The small step runs everything on one thread (numba and torch set to 1 thread). OpenBLAS is
+limited to one thread unless OPENBLAS_NUM_THREADS is set.
 
 Usage: python benchmarks/bench_stats.py [--tokens 16777216] [--width 4096] [--repeats 7]
 """
 
 from __future__ import annotations
+
+import os
+
+# OpenBLAS's threads spin for milliseconds after a numpy dot, on the cores the next case needs:
+# on a small machine that made whichever case followed the numpy kernel look twice as slow.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import statistics
@@ -20,10 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from ratiowatch import stats_numpy
 from ratiowatch.stats import QUANTILES, compute_step_partials
 from ratiowatch.stats_torch import reduce_torch
 
 CLIP = 0.2
+Case = Callable[[], object]
+Setup = Callable[[], None]
+KERNELS = (stats_numpy.reduce_numpy, stats_numpy.reduce_cpu)  # as imported, before any setup
 
 
 def make_step(tokens: int, width: int, seed: int = 0) -> dict[str, Any]:
@@ -60,32 +76,75 @@ def naive(logp: np.ndarray, logp_old: np.ndarray, mask: np.ndarray) -> dict[str,
     }
 
 
-def cases(step: dict[str, Any]) -> dict[str, Callable[[], object]]:
+def use_kernel(reducer: Any, threads: int) -> Callable[[], None]:
+    """Setup forcing the host kernel ``compute_step_partials`` uses, and numba's thread count.
+
+    ``stats`` imports the kernel from ``stats_numpy`` on each call (under either name), so
+    rebinding it there is enough; ``main`` restores both at the end.
+    """
+
+    def setup() -> None:
+        import numba
+
+        stats_numpy.reduce_numpy = stats_numpy.reduce_cpu = reducer
+        numba.set_num_threads(threads)
+
+    return setup
+
+
+def cases(step: dict[str, Any], small: bool) -> dict[str, tuple[Setup, Case]]:
+    """name -> (setup run before each batch of timed calls, the timed call)."""
+    import numba
     import torch
+
+    from ratiowatch.stats_numba import reduce_numba
 
     logp, logp_old, mask = step["logp"], step["logp_old"], step["mask"]
     tensors = {k: torch.from_numpy(v) for k, v in step.items()}
     low, high = np.log1p(-CLIP), np.log1p(CLIP)
-    return {
-        "floor": lambda: logp.sum() + logp_old.sum() + np.count_nonzero(mask),
-        "naive numpy": lambda: naive(logp, logp_old, mask),
-        "ours numpy": lambda: compute_step_partials(**step)["ppo"].finalize(),
-        "ours torch cpu": lambda: compute_step_partials(**tensors)["ppo"].finalize(),
-        "torch kernel cpu": lambda: reduce_torch(
-            tensors["logp"], tensors["logp_old"], tensors["mask"], None, low, high
+    threads = numba.config.NUMBA_NUM_THREADS
+    numpy_kernel, numba_1, numba_n = (
+        use_kernel(KERNELS[0], 1),
+        use_kernel(reduce_numba, 1),
+        use_kernel(reduce_numba, threads),
+    )
+    table: dict[str, tuple[Setup, Case]] = {
+        "floor": (numpy_kernel, lambda: logp.sum() + logp_old.sum() + np.count_nonzero(mask)),
+        "naive numpy": (numpy_kernel, lambda: naive(logp, logp_old, mask)),
+        "numpy": (numpy_kernel, lambda: compute_step_partials(**step)),
+        "numba 1 thread": (numba_1, lambda: compute_step_partials(**step)),
+        f"numba {threads} threads": (numba_n, lambda: compute_step_partials(**step)),
+        "numba +finalize": (numba_n, lambda: compute_step_partials(**step)["ppo"].finalize()),
+        "numpy kernel": (
+            numpy_kernel,
+            lambda: KERNELS[0](logp, logp_old, mask, None, low, high),
+        ),
+        "numba kernel": (numba_n, lambda: reduce_numba(logp, logp_old, mask, None, low, high)),
+        "torch kernel cpu": (
+            numpy_kernel,
+            lambda: reduce_torch(
+                tensors["logp"], tensors["logp_old"], tensors["mask"], None, low, high
+            ),
         ),
     }
+    if small:  # one thread throughout
+        del table[f"numba {threads} threads"]
+        table["numba +finalize"] = (numba_1, table["numba +finalize"][1])
+        table["numba kernel"] = (numba_1, table["numba kernel"][1])
+    return table
 
 
 def measure(
-    functions: dict[str, Callable[[], object]], rounds: int, calls: int = 1
+    functions: dict[str, tuple[Setup, Case]], rounds: int, calls: int = 1
 ) -> dict[str, list[float]]:
     """Per-call times; each round runs every case ``calls`` times in a row, cases alternating."""
     timings: dict[str, list[float]] = {name: [] for name in functions}
-    for function in functions.values():
-        function()  # warm-up: imports, caches, first-touch page faults
+    for setup, function in functions.values():
+        setup()
+        function()  # warm-up: imports, JIT cache load, first-touch page faults
     for _ in range(rounds):
-        for name, function in functions.items():
+        for name, (setup, function) in functions.items():
+            setup()
             for _ in range(calls):
                 start = time.perf_counter()
                 function()
@@ -95,38 +154,43 @@ def measure(
 
 def report(title: str, timings: dict[str, list[float]], unit: str, scale: float) -> None:
     medians = {name: statistics.median(values) for name, values in timings.items()}
-    floor, ours = medians["floor"], medians["ours numpy"]
+    floor, naive_time = medians["floor"], medians["naive numpy"]
     print(f"\n{title}")
-    print(f"  {'case':<18}{'median ' + unit:>14}{'min ' + unit:>12}{'x floor':>10}")
+    print(f"  {'case':<20}{'median ' + unit:>12}{'min ' + unit:>10}{'x floor':>9}{'naive/x':>9}")
     for name, values in timings.items():
         print(
-            f"  {name:<18}{medians[name] * scale:>14.1f}{min(values) * scale:>12.1f}"
-            f"{medians[name] / floor:>10.1f}"
+            f"  {name:<20}{medians[name] * scale:>12.1f}{min(values) * scale:>10.1f}"
+            f"{medians[name] / floor:>9.1f}{naive_time / medians[name]:>9.1f}"
         )
-    print(f"  ours/floor = {ours / floor:.1f}x   naive/ours = {medians['naive numpy'] / ours:.2f}x")
 
 
 def main() -> None:
+    import numba
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=16 * 2**20)
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     step = make_step(args.tokens, args.width)
+    shape = step["logp"].shape
     report(
-        f"{args.tokens} tokens, float32 [{step['logp'].shape[0]}, {step['logp'].shape[1]}], "
-        "80% masked in",
-        measure(cases(step), args.repeats),
+        f"{args.tokens} tokens, float32 [{shape[0]}, {shape[1]}], 80% masked in",
+        measure(cases(step, small=False), args.repeats),
         "ms",
         1e3,
     )
+    torch.set_num_threads(1)
     small = make_step(4096, 512, seed=1)
     report(
-        "4096 tokens, float32 [8, 512], 80% masked in",
-        measure(cases(small), args.repeats, calls=300),
+        "4096 tokens, float32 [8, 512], 80% masked in, one thread",
+        measure(cases(small, small=True), args.repeats, calls=300),
         "us",
         1e6,
     )
+    stats_numpy.reduce_numpy, stats_numpy.reduce_cpu = KERNELS
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 if __name__ == "__main__":

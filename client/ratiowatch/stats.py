@@ -273,11 +273,12 @@ def _reduce(
         arrays.get("advantages"),
     ]
     if arrays.device in (None, "cpu"):
-        # CPU tensors are viewed as numpy arrays: torch's eager CPU ops are slower here.
-        from ratiowatch.stats_numpy import reduce_numpy
+        # CPU tensors are viewed as numpy arrays: torch's eager CPU ops are slower here. The
+        # fused numba kernel ([fast] extra) is used when installed, numpy otherwise.
+        from ratiowatch.stats_numpy import reduce_cpu
 
         operands = [None if a is None else as_numpy(a) for a in operands]
-        reduce, top = reduce_numpy, top_numpy
+        reduce, top = reduce_cpu, top_numpy
     else:
         from ratiowatch.stats_torch import reduce_torch
 

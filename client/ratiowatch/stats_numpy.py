@@ -1,5 +1,8 @@
 """numpy reduction of log-ratios to scalar rows, sketch bins and per-sequence sums.
 
+``reduce_cpu`` is the host entry point: it hands the work to the fused numba kernel
+(``stats_numba``) when the ``[fast]`` extra is installed, and to ``reduce_numpy`` otherwise.
+
 Tokens are processed in chunks small enough that the handful of float64 temporaries stay in the
 CPU cache, so a 64M-token step costs a few passes over cached data instead of a few dozen passes
 over memory, and never allocates a full-size float64 copy.
@@ -7,8 +10,9 @@ over memory, and never allocates a full-size float64 copy.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +21,7 @@ import numpy.typing as npt
 from ratiowatch.sketch import KEY_OFFSET, NUM_BINS, bin_index, bin_indices
 from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 
-__all__ = ["chunk_indices", "reduce_numpy"]
+__all__ = ["chunk_indices", "reduce_cpu", "reduce_numpy"]
 
 _CHUNK = 1 << 15
 _EMPTY = dict(zip(SCALAR_FIELDS, EMPTY_SCALARS.tolist(), strict=True))
@@ -31,11 +35,34 @@ Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 Chunk = tuple[Any, ...]
 Scalars = dict[str, Any]  # SCALAR_FIELDS name -> number
+Reduction = tuple[Float64Array, Int64Array, Float64Array, Int64Array]
+Reducer = Callable[[Any, Any, Any, Any, float, float], Reduction]
+
+
+def reduce_cpu(
+    new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
+) -> Reduction:
+    """``reduce_numpy``'s result, from the numba kernel when numba is importable.
+
+    The first call with numba imports it (about 0.2 s) and loads or compiles the kernel for these
+    dtypes (a few seconds the first time on a machine, then cached on disk).
+    """
+    return fast_reducer()(new, old, mask, advantages, low, high)
+
+
+@functools.cache
+def fast_reducer() -> Reducer:
+    """The fastest host kernel installed: ``stats_numba.reduce_numba``, else ``reduce_numpy``."""
+    try:
+        from ratiowatch.stats_numba import reduce_numba
+    except ImportError:
+        return reduce_numpy
+    return reduce_numba  # type: ignore[no-any-return]
 
 
 def reduce_numpy(
     new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
-) -> tuple[Float64Array, Int64Array, Float64Array, Int64Array]:
+) -> Reduction:
     """(scalar rows, sketch bins, per-row sums, per-row counts) of x = new - old (or new)."""
     shape = new.shape
     rows = shape[0] if len(shape) == 2 else 0
@@ -44,18 +71,21 @@ def reduce_numpy(
     bins = np.zeros(NUM_BINS, dtype=np.int64)
     table = []
     workspace = _Workspace(min(_CHUNK, max(1, math.prod(shape))))
-    for index in chunk_indices(shape, _CHUNK):
-        x, valid, scalars = _chunk_scalars(
-            workspace,
-            new[index],
-            None if old is None else old[index],
-            None if mask is None else mask[index],
-            _chunk_advantages(advantages, shape, index),
-            (low, high),
-            bins,
-        )
-        table.append([scalars[name] for name in SCALAR_FIELDS])
-        if rows:
+    # expm1 and the squares overflow to inf for huge log-ratios, by design (see stats.py)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for index in chunk_indices(shape, _CHUNK):
+            x, valid, scalars = _chunk_scalars(
+                workspace,
+                new[index],
+                None if old is None else old[index],
+                None if mask is None else mask[index],
+                _chunk_advantages(advantages, shape, index),
+                (low, high),
+                bins,
+            )
+            table.append([scalars[name] for name in SCALAR_FIELDS])
+            if not rows:
+                continue
             row = index[0]
             if isinstance(row, slice):  # whole rows
                 width = shape[1]
@@ -80,6 +110,7 @@ class _Workspace:
         self.valid = np.empty(size, dtype=np.bool_)
         self.above = np.empty(size, dtype=np.bool_)
         self.below = np.empty(size, dtype=np.bool_)
+        self.bits = np.empty(size, dtype=np.int64)
 
 
 def chunk_indices(shape: tuple[int, ...], size: int) -> Iterator[Chunk]:
@@ -125,12 +156,8 @@ def _chunk_scalars(
     """(x with invalid tokens zeroed, validity, scalar row) of one chunk; adds to ``bins``."""
     size = new.size
     x, valid = ws.x[:size], ws.valid[:size]
-    # float64 before subtracting: float32 log-probs would otherwise round x before exp amplifies it
-    np.copyto(x.reshape(new.shape), new)
-    if old is not None:
-        np.subtract(x, old.ravel(), out=x)
+    _logratios(ws, new, old, x)
     np.isfinite(x, out=valid)
-    finite = np.count_nonzero(valid)
     masked = size
     if mask is not None:
         mask = mask.ravel()
@@ -142,11 +169,11 @@ def _chunk_scalars(
     scalars["nonfinite"] = masked - n
     if n < size:
         # Zero is neutral for every sum below (expm1(0) = 0) and inside the clip thresholds; its
-        # sketch bin and the extremes are corrected explicitly.
-        if finite == size:
-            np.multiply(x, mask, out=x)  # much faster than a masked copy
-        else:
-            np.copyto(x, 0.0, where=~valid)
+        # sketch bin and the extremes are corrected explicitly. Clearing the bits with an AND is
+        # faster than multiplying by the mask (a bool-to-float cast) or a masked copy.
+        bits = ws.bits[:size]
+        np.negative(valid.view(np.int8), out=bits)
+        np.bitwise_and(x.view(np.int64), bits, out=x.view(np.int64))
     if n == 0:
         return x, valid, scalars
     _extremes(x, valid, size - n, scalars)
@@ -164,6 +191,21 @@ def _chunk_scalars(
         scalars["clip_active"] = np.count_nonzero(above)
         scalars["adv_count"] = n
     return x, valid, scalars
+
+
+def _logratios(ws: _Workspace, new: Any, old: Any, x: Float64Array) -> None:
+    """x = new - old in float64 (float32 log-probs are widened first: rounding x in float32
+    would be amplified by exp). Widening each operand separately, then subtracting like types, is
+    faster than numpy's mixed-type subtraction."""
+    if old is None:
+        np.copyto(x.reshape(new.shape), new)
+    elif new.dtype == np.float64 and old.dtype == np.float64:
+        np.subtract(new, old, out=x.reshape(new.shape))
+    else:
+        np.copyto(x.reshape(new.shape), new)
+        scratch = ws.scratch[: x.size]
+        np.copyto(scratch.reshape(old.shape), old)
+        np.subtract(x, scratch, out=x)
 
 
 def _add_bins(x: Float64Array, n: int, scalars: Scalars, ws: _Workspace, bins: Int64Array) -> None:
@@ -191,9 +233,8 @@ def _extremes(x: Float64Array, valid: BoolArray, invalid: int, scalars: Scalars)
 
 
 def _moments(x: Float64Array, valid: BoolArray, e: Float64Array, n: int, scalars: Scalars) -> None:
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.expm1(x, out=e)
-        sum_e, sum_e2 = e.sum(), e @ e
+    np.expm1(x, out=e)  # overflows to inf past x = 709 (errstate set by reduce_numpy)
+    sum_e, sum_e2 = e.sum(), e @ e
     scalars["sum_e"] = sum_e
     scalars["sum_e2"] = sum_e2
     scalars["sum_x"] = x.sum()
