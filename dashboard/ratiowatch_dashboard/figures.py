@@ -58,6 +58,16 @@ def chart_keys(family: str) -> list[str]:
     return [f"{family}/{stat}" for stat in stats] + [GRAD_KEY]
 
 
+# Log axes labelled at 1-2-5 steps in plain numbers: plotly's own labels over less than a decade
+# are bare digits ("2 3 5 7 9") that read as a linear scale.
+_LOG_TICK_VALUES = [m * 10.0**e for e in range(-12, 13) for m in (1, 2, 5)]
+LOG_TICKS = {
+    "tickmode": "array",
+    "tickvals": _LOG_TICK_VALUES,
+    "ticktext": [f"{v:g}" for v in _LOG_TICK_VALUES],
+}
+
+
 def empty_figure(message: str = EMPTY_MESSAGE, height: int = theme.CHART_HEIGHT) -> go.Figure:
     """A blank chart with a centred note: what a page shows before a run has logged anything."""
     fig = go.Figure(layout=theme.base_layout(height))
@@ -109,7 +119,7 @@ def fan_chart(
     _add_line(fig, "p50", present["p50"], theme.FAN_MEDIAN, width=2, name="median")
     all_steps = [step for steps, _ in present.values() for step in steps]
     _add_clip_bounds(fig, clip, min(all_steps), max(all_steps))
-    fig.update_yaxes(type="log", title_text=f"{family} ratio r (log)")
+    fig.update_yaxes(type="log", title_text=f"{family} ratio r (log)", **LOG_TICKS)
     _add_alerts(fig, alerts, relevant=lambda _alert: True)
     return fig
 
@@ -145,11 +155,7 @@ def grad_chart(series: SeriesMap, *, alerts: Iterable[AlertMark] = ()) -> go.Fig
         return empty_figure()
     fig = go.Figure(layout=theme.base_layout(theme.CHART_HEIGHT))
     _add_line(fig, GRAD_KEY, (steps, values), theme.LINES[0], width=1.5, name="grad norm")
-    fig.update_yaxes(type="log", title_text="gradient norm (log)")
-    finite = [value for value in values if value is not None]
-    if max(finite) / min(finite) > 10:
-        # Over a decade or more, label powers of ten only; plotly's 2-5 minor labels clutter.
-        fig.update_yaxes(dtick=1)
+    fig.update_yaxes(type="log", title_text="gradient norm (log)", **LOG_TICKS)
     _add_alerts(fig, alerts, relevant=lambda alert: alert.metric == GRAD_KEY)
     return fig
 
