@@ -79,14 +79,14 @@ def naive(logp: np.ndarray, logp_old: np.ndarray, mask: np.ndarray) -> dict[str,
 def use_kernel(reducer: Any, threads: int) -> Callable[[], None]:
     """Setup forcing the host kernel ``compute_step_partials`` uses, and numba's thread count.
 
-    ``stats`` imports the kernel from ``stats_numpy`` on each call (under either name), so
-    rebinding it there is enough; ``main`` restores both at the end.
+    ``stats`` imports ``reduce_cpu`` from ``stats_numpy`` on each call, so rebinding it there is
+    enough (``reducer`` returns the k-hat tail too); ``main`` restores it at the end.
     """
 
     def setup() -> None:
         import numba
 
-        stats_numpy.reduce_numpy = stats_numpy.reduce_cpu = reducer
+        stats_numpy.reduce_cpu = reducer
         numba.set_num_threads(threads)
 
     return setup
@@ -98,15 +98,16 @@ def cases(step: dict[str, Any], small: bool) -> dict[str, tuple[Setup, Case]]:
     import torch
 
     from ratiowatch.stats_numba import reduce_numba
+    from ratiowatch.stats_numba_tail import reduce_numba_tail
 
     logp, logp_old, mask = step["logp"], step["logp_old"], step["mask"]
     tensors = {k: torch.from_numpy(v) for k, v in step.items()}
     low, high = np.log1p(-CLIP), np.log1p(CLIP)
     threads = numba.config.NUMBA_NUM_THREADS
     numpy_kernel, numba_1, numba_n = (
-        use_kernel(KERNELS[0], 1),
-        use_kernel(reduce_numba, 1),
-        use_kernel(reduce_numba, threads),
+        use_kernel(stats_numpy.reduce_numpy_tail, 1),
+        use_kernel(reduce_numba_tail, 1),
+        use_kernel(reduce_numba_tail, threads),
     )
     table: dict[str, tuple[Setup, Case]] = {
         "floor": (numpy_kernel, lambda: logp.sum() + logp_old.sum() + np.count_nonzero(mask)),
@@ -189,7 +190,7 @@ def main() -> None:
         "us",
         1e6,
     )
-    stats_numpy.reduce_numpy, stats_numpy.reduce_cpu = KERNELS
+    stats_numpy.reduce_cpu = KERNELS[1]
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 

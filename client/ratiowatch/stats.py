@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from ratiowatch.arrays import StepArrays, as_numpy, validate_inputs
 from ratiowatch.errors import InvalidArgumentError
-from ratiowatch.khat import merge_tails, top_numpy, top_torch
+from ratiowatch.khat import merge_tails, top_torch
 from ratiowatch.sketch import RatioSketch
 from ratiowatch.stats_finalize import QUANTILE_KEYS, QUANTILES, finalize_partial
 
@@ -277,14 +277,17 @@ def _reduce(
         # fused numba kernel ([fast] extra) is used when installed, numpy otherwise.
         from ratiowatch.stats_numpy import reduce_cpu
 
-        operands = [None if a is None else as_numpy(a) for a in operands]
-        reduce, top = reduce_cpu, top_numpy
+        first, second, mask, advantages = (None if a is None else as_numpy(a) for a in operands)
+        # the k-hat tail comes from the same kernel
+        table, bins, seq_sum, seq_count, tail = reduce_cpu(
+            first, second, mask, advantages, *thresholds
+        )
     else:
         from ratiowatch.stats_torch import reduce_torch
 
-        reduce, top = reduce_torch, top_torch
-    first, second, mask, advantages = operands
-    table, bins, seq_sum, seq_count = reduce(first, second, mask, advantages, *thresholds)
+        first, second, mask, advantages = operands
+        table, bins, seq_sum, seq_count = reduce_torch(first, second, mask, advantages, *thresholds)
+        tail = top_torch(first, second, mask)
     sketch = RatioSketch()
     sketch.add_bins(bins)
     return FamilyPartial.from_scalars(
@@ -293,5 +296,5 @@ def _reduce(
         seq_sum=seq_sum,
         seq_count=seq_count,
         with_advantages=arrays.get("advantages") is not None,
-        tail=top(first, second, mask),
+        tail=tail,
     )

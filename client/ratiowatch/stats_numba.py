@@ -4,23 +4,21 @@ Same contract and same numbers as ``stats_numpy.reduce_numpy`` (sums up to summa
 bins identical), but every token is read once: x, its validity, all sums, the clip counts, the
 per-row sums and the sketch bin are computed in one vectorised loop over a cache-sized piece, and
 the bins are then counted into a per-thread histogram. Large steps are split over numba's threads
-(``numba.set_num_threads``), each with its own sums and histogram, added at the end.
+(``numba.set_num_threads``), each with its own sums and histogram, added at the end. Each piece's
+largest x is kept, for ``stats_numba_tail`` to find the k-hat tail without rereading most pieces.
 
 Two numba limits shape the loop (see ``numba_math``): it cannot vectorise ``math.expm1`` (a libm
 call per token), so expm1 is evaluated inline; nor a float max/min reduction, so the extremes are
 reduced as order-preserving integer keys of the float bits.
 
-Importing this module imports numba; ``stats_numpy.reduce_cpu`` does so only on first use. Each
-combination of input dtypes is compiled on its first call (a few seconds, once per machine: the
-machine code is cached on disk next to this file, or under ``NUMBA_CACHE_DIR``), so the first step
-a trainer logs pays it.
+Importing this module imports numba (``stats_numpy.reduce_cpu`` does so on first use). Each dtype
+combination is compiled on its first call (seconds, once per machine: cached on disk next to this
+file, or under ``NUMBA_CACHE_DIR``), so the first step a trainer logs pays it.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import threading
 from typing import Any
 
 import numba
@@ -35,14 +33,16 @@ from ratiowatch.numba_math import (
     key_value,
     order_key,
 )
+from ratiowatch.numba_pool import POOL
 from ratiowatch.sketch import INV_LN_GAMMA, KEY_OFFSET, MAX_KEY, NUM_BINS
 from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 
-__all__ = ["PARALLEL_MIN_TOKENS", "reduce_numba"]
+__all__ = ["PARALLEL_MIN_TOKENS", "reduce_numba", "reduce_numba_parts"]
 
 # Steps smaller than this run on the calling thread: waking the pool costs more than it saves.
 PARALLEL_MIN_TOKENS = 1 << 16
-_PIECE = 2048  # tokens per piece: their bin indices (8 KiB) stay in L1 until counted
+_PIECE = 1024  # tokens per piece: their bin indices (4 KiB) stay in L1 until counted; small pieces
+# also let stats_numba_tail skip more of the tokens (it rereads only pieces reaching the tail)
 # Each thread counts into 4 interleaved histograms: consecutive tokens often share a bin, and one
 # histogram would chain every increment on the previous store to the same address.
 _WAYS = 4
@@ -252,8 +252,9 @@ def _block(
     out: Any,
     bins: Any,
     seq: tuple[Any, Any],
+    tops: Any,
 ) -> None:
-    """One thread's share: tokens ``span``, piece by piece, into its own out, bins and seq."""
+    """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq, tops."""
     new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
     slots = np.empty(_PIECE, dtype=np.int32)
     hist = np.empty(NUM_BINS * _WAYS, dtype=np.int64)  # bin-major, ways interleaved
@@ -277,6 +278,7 @@ def _block(
             seq[1][row] += n
             at = end
         n, top = counts[_VALID], key_value(counts[_TOP])
+        tops[(start - span[0]) // _PIECE] = top  # -inf for a piece without valid tokens
         _count_bins(hist, extent, slots[: stop - start], key_value(counts[_BOTTOM]), top)
         hist[_ZERO_BIN * _WAYS] -= stop - start - n  # the invalid tokens, counted as x = 0
         if n and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
@@ -299,7 +301,7 @@ def _reduce_parallel(
     width: int,
     thresholds: tuple[float, float],
     blocks: int,
-) -> tuple[Any, Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any, Any]:
     """``_block`` on ``blocks`` equal shares of the tokens in parallel, then their outputs added."""
     size = arrays[0].size
     rows = max(1, size // width)
@@ -307,12 +309,13 @@ def _reduce_parallel(
     bins = np.zeros((blocks, NUM_BINS), dtype=np.int64)
     seq_sum = np.zeros((blocks, rows))
     seq_count = np.zeros((blocks, rows), dtype=np.int64)
+    tops = np.empty((blocks, size // blocks // _PIECE + 2))
     for b in numba.prange(blocks):
         out[b] = _EMPTY_ROW
         span = (size * b // blocks, size * (b + 1) // blocks)
         _block(arrays, row_adv, width, span, thresholds, out[b], bins[b],
-               (seq_sum[b], seq_count[b]))  # fmt: skip
-    return out, bins.sum(axis=0), seq_sum.sum(axis=0), seq_count.sum(axis=0)
+               (seq_sum[b], seq_count[b]), tops[b])  # fmt: skip
+    return out, bins.sum(axis=0), seq_sum.sum(axis=0), seq_count.sum(axis=0), tops
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
@@ -321,15 +324,16 @@ def _reduce_serial(
     row_adv: Any,
     width: int,
     thresholds: tuple[float, float],
-) -> tuple[Any, Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any, Any]:
     """``_block`` over every token, on the calling thread."""
     size = arrays[0].size
     rows = max(1, size // width)
     out = _EMPTY_ROW.copy()
     bins = np.zeros(NUM_BINS, dtype=np.int64)
     seq = (np.zeros(rows), np.zeros(rows, dtype=np.int64))
-    _block(arrays, row_adv, width, (0, size), thresholds, out, bins, seq)
-    return out.reshape(1, _NUM_FIELDS), bins, seq[0], seq[1]
+    tops = np.empty((1, size // _PIECE + 1))
+    _block(arrays, row_adv, width, (0, size), thresholds, out, bins, seq, tops[0])
+    return out.reshape(1, _NUM_FIELDS), bins, seq[0], seq[1], tops
 
 
 def reduce_numba(
@@ -339,12 +343,20 @@ def reduce_numba(
 
     The contract of ``stats_numpy.reduce_numpy``, for numpy arrays of validated shapes.
     """
+    return reduce_numba_parts(new, old, mask, advantages, low, high)[:4]  # type: ignore[no-any-return]
+
+
+def reduce_numba_parts(
+    new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
+) -> Any:
+    """``reduce_numba``'s result, then the flat input arrays and each block's per-piece max x
+    (rows: the blocks ``size * b // blocks`` on, pieces of ``_PIECE`` tokens), None if empty."""
     shape = new.shape
     rows = shape[0] if len(shape) == 2 else 0
     size = math.prod(shape)
     if size == 0:
         return (EMPTY_SCALARS[None].copy(), np.zeros(NUM_BINS, dtype=np.int64), np.zeros(rows),
-                np.zeros(rows, dtype=np.int64))  # fmt: skip
+                np.zeros(rows, dtype=np.int64), None, None)  # fmt: skip
     width = shape[1] if rows else size
     token_adv = row_adv = None
     if advantages is not None and advantages.shape == shape:
@@ -359,43 +371,18 @@ def reduce_numba(
     )
     operands = (arrays, row_adv, width, (low, high))
     threads = numba.get_num_threads() if size >= PARALLEL_MIN_TOKENS else 1
-    if threads > 1 and _POOL.acquire():
+    if threads > 1 and POOL.acquire():
         try:
-            table, bins, seq_sum, seq_count = _reduce_parallel(*operands, threads)
+            table, bins, seq_sum, seq_count, tops = _reduce_parallel(*operands, threads)
         finally:
-            _POOL.release()
+            POOL.release()
     else:
-        table, bins, seq_sum, seq_count = _reduce_serial(*operands)
+        table, bins, seq_sum, seq_count, tops = _reduce_serial(*operands)
     if advantages is not None:
         table[:, _ADV_COUNT] = table[:, _COUNT]
     if not rows:
-        return table, bins, np.zeros(0), np.zeros(0, dtype=np.int64)
-    return table, bins, seq_sum, seq_count
-
-
-class _PoolGate:
-    """Lets one thread of one process at a time into numba's thread pool; others run serially.
-
-    numba's fallback ``workqueue`` threading layer aborts the process when two threads launch
-    parallel kernels at once, and GNU OpenMP aborts (or hangs) in a child forked after its parent
-    used it: a second ``log`` call, or one in a forked child, must not do either.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner = 0  # the pid that first used the pool
-
-    def acquire(self) -> bool:
-        pid = os.getpid()
-        if self._owner == 0:
-            self._owner = pid
-        return self._owner == pid and self._lock.acquire(blocking=False)
-
-    def release(self) -> None:
-        self._lock.release()
-
-
-_POOL = _PoolGate()
+        seq_sum, seq_count = np.zeros(0), np.zeros(0, dtype=np.int64)
+    return table, bins, seq_sum, seq_count, arrays, tops
 
 
 def _flat_floats(values: Any) -> Any:

@@ -1,7 +1,8 @@
 """numpy reduction of log-ratios to scalar rows, sketch bins and per-sequence sums.
 
-``reduce_cpu`` is the host entry point: it hands the work to the fused numba kernel
-(``stats_numba``) when the ``[fast]`` extra is installed, and to ``reduce_numpy`` otherwise.
+``reduce_cpu`` is the host entry point: it hands the work, k-hat tail included, to the fused numba
+kernel (``stats_numba_tail``) when the ``[fast]`` extra is installed, and to ``reduce_numpy`` and
+``khat.top_numpy`` otherwise.
 
 Tokens are processed in chunks small enough that the handful of float64 temporaries stay in the
 CPU cache, so a 64M-token step costs a few passes over cached data instead of a few dozen passes
@@ -21,7 +22,7 @@ import numpy.typing as npt
 from ratiowatch.sketch import KEY_OFFSET, NUM_BINS, bin_index, bin_indices
 from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 
-__all__ = ["chunk_indices", "reduce_cpu", "reduce_numpy"]
+__all__ = ["chunk_indices", "reduce_cpu", "reduce_numpy", "reduce_numpy_tail"]
 
 _CHUNK = 1 << 15
 _EMPTY = dict(zip(SCALAR_FIELDS, EMPTY_SCALARS.tolist(), strict=True))
@@ -36,13 +37,14 @@ BoolArray = npt.NDArray[np.bool_]
 Chunk = tuple[Any, ...]
 Scalars = dict[str, Any]  # SCALAR_FIELDS name -> number
 Reduction = tuple[Float64Array, Int64Array, Float64Array, Int64Array]
-Reducer = Callable[[Any, Any, Any, Any, float, float], Reduction]
+TailReduction = tuple[Float64Array, Int64Array, Float64Array, Int64Array, Float64Array]
+Reducer = Callable[[Any, Any, Any, Any, float, float], TailReduction]
 
 
 def reduce_cpu(
     new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
-) -> Reduction:
-    """``reduce_numpy``'s result, from the numba kernel when numba is importable.
+) -> TailReduction:
+    """``reduce_numpy_tail``'s result, from the numba kernel when numba is importable.
 
     The first call with numba imports it (about 0.2 s) and loads or compiles the kernel for these
     dtypes (a few seconds the first time on a machine, then cached on disk).
@@ -52,12 +54,22 @@ def reduce_cpu(
 
 @functools.cache
 def fast_reducer() -> Reducer:
-    """The fastest host kernel installed: ``stats_numba.reduce_numba``, else ``reduce_numpy``."""
+    """The fastest host kernel installed: ``stats_numba_tail.reduce_numba_tail``, else
+    ``reduce_numpy_tail``."""
     try:
-        from ratiowatch.stats_numba import reduce_numba
+        from ratiowatch.stats_numba_tail import reduce_numba_tail
     except ImportError:
-        return reduce_numpy
-    return reduce_numba  # type: ignore[no-any-return]
+        return reduce_numpy_tail
+    return reduce_numba_tail  # type: ignore[no-any-return]
+
+
+def reduce_numpy_tail(
+    new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
+) -> TailReduction:
+    """``reduce_numpy``'s result and, fifth, the k-hat tail ``khat.top_numpy(new, old, mask)``."""
+    from ratiowatch.khat import top_numpy
+
+    return (*reduce_numpy(new, old, mask, advantages, low, high), top_numpy(new, old, mask))
 
 
 def reduce_numpy(

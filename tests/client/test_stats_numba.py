@@ -15,10 +15,12 @@ pytest.importorskip("numba", reason="numba (the [fast] extra) is not installed")
 
 import numba
 
+from ratiowatch.khat import TAIL_SIZE, top_numpy
 from ratiowatch.numba_math import expm1
 from ratiowatch.sketch import LN_GAMMA
 from ratiowatch.stats import SCALAR_FIELDS, combine_scalars
 from ratiowatch.stats_numba import PARALLEL_MIN_TOKENS, reduce_numba
+from ratiowatch.stats_numba_tail import reduce_numba_tail
 from ratiowatch.stats_numpy import fast_reducer, reduce_numpy
 
 CLIP = (math.log1p(-0.2), math.log1p(0.28))  # asymmetric, in log space
@@ -103,7 +105,7 @@ def test_inline_expm1_is_within_about_one_ulp() -> None:
 
 
 def test_the_host_entry_point_uses_numba_when_installed() -> None:
-    assert fast_reducer() is reduce_numba
+    assert fast_reducer() is reduce_numba_tail
 
 
 def test_importing_ratiowatch_does_not_import_numba() -> None:
@@ -209,3 +211,49 @@ def test_thread_counts_agree(shape: tuple[int, ...], count: int, threads: None) 
     step = heavy_tailed(5, shape, np.float32)
     advantages = step["token_adv"] if len(shape) == 1 else step["row_adv"]
     check(step["new"], step["old"], step["mask"], advantages, CLIP)
+
+
+def check_tail(new: Any, old: Any, mask: Any) -> None:
+    """The kernel's tail is top_numpy's (as a multiset), and the rest is reduce_numba's."""
+    got = reduce_numba_tail(new, old, mask, None, *CLIP)
+    want = top_numpy(new, old, mask)
+    assert got[4].dtype == np.float64
+    np.testing.assert_array_equal(np.sort(got[4]), np.sort(want))
+    for part, expected in zip(got[:4], reduce_numba(new, old, mask, None, *CLIP), strict=True):
+        np.testing.assert_array_equal(part, expected)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape", [(3, 100), (9, 4000), (64, 4096), (5, 70_001), (PARALLEL_MIN_TOKENS + 17,)]
+)
+def test_tail_equals_top_numpy(
+    shape: tuple[int, ...], dtype: type, count: int, threads: None
+) -> None:
+    """Heavy tails, NaN/Inf masked in and out, ties (float32 and rounded copies)."""
+    if count > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} threads")
+    numba.set_num_threads(count)
+    step = heavy_tailed(7, shape, dtype)
+    new, old, mask = step["new"], step["old"], step["mask"]
+    check_tail(new, old, mask)
+    check_tail(new, None, mask)
+    check_tail(new, old, None)
+    tied = np.round(new.astype(np.float64) - old, 1).astype(dtype)  # many exact ties at the top
+    check_tail(tied, None, None)
+    check_tail(tied, np.zeros_like(tied), mask)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (4, 8), (2, 70_000), (2, 140_000)])
+def test_tail_of_empty_all_masked_and_constant_steps(shape: tuple[int, ...]) -> None:
+    """Also the fallback to top_numpy when one bucket holds more than _MAX_CANDIDATES values."""
+    new = np.full(shape, np.nan)
+    check_tail(new, np.zeros(shape), np.zeros(shape, dtype=bool))
+    check_tail(new, None, None)  # every token non-finite
+    check_tail(np.zeros(shape), None, np.ones(shape, dtype=bool))  # one bucket holds everything
+    check_tail(np.ones(shape, dtype=np.float32), np.ones(shape, dtype=np.float32), None)
+    step = heavy_tailed(8, shape)
+    sparse = np.random.default_rng(9).random(shape) < 0.01  # fewer valid tokens than TAIL_SIZE
+    assert np.count_nonzero(sparse) < TAIL_SIZE
+    check_tail(step["new"], step["old"], sparse)
