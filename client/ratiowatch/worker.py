@@ -105,8 +105,8 @@ class Sender:
         while self._thread.is_alive():
             if self._settled():
                 return True
-            if self._backoff.failures > failures_before:
-                return False
+            if self._backoff.failures > failures_before and self._queue.unfinished_tasks == 0:
+                return False  # unreachable, and everything queued is now in the spool
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self._stop.wait(0.01)

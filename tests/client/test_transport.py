@@ -55,3 +55,17 @@ def test_offline_run_is_uploaded_by_sync(tmp_path: Path, live_server) -> None:  
     assert _stored_steps(live_server.url, run.id) == list(range(50))
     assert main(["sync", str(home / "spool")]) == 0  # nothing left, nothing sent twice
     assert _stored_steps(live_server.url, run.id) == list(range(50))
+
+
+def test_flush_with_the_server_away_returns_only_once_everything_is_spooled(
+    tmp_path: Path,
+) -> None:
+    """A trainer may be killed right after flush; what flush leaves behind must be on disk."""
+    run = ratiowatch.init(project="t", url=f"http://127.0.0.1:{_free_port()}", home=tmp_path)
+    for round_ in range(5):
+        for step in range(round_ * 300, (round_ + 1) * 300):
+            run.log(step, loss=float(step))
+        assert run.flush(timeout=30) is False
+        assert run._sender is not None
+        assert run._sender.spool.pending_records() == (round_ + 1) * 300
+    run.close(timeout=1)
