@@ -52,6 +52,15 @@ def alert_mark(alert: AlertOut) -> AlertMark:
     )
 
 
+def default_family(present: Sequence[str], alerts: Sequence[AlertOut]) -> str | None:
+    """The family of the newest firing alert among ``present``, else the first present."""
+    for alert in alerts:  # newest first
+        family = alert.metric.split("/", 1)[0]
+        if alert.state == "firing" and family in present:
+            return family
+    return present[0] if present else None
+
+
 def families(keys: Sequence[str]) -> list[str]:
     """Ratio families among metric keys: prefixes carrying ratio statistics (not grad, train)."""
     ratio_stats = {*FAN_STATS, "ess", "mean", "count"}
@@ -111,13 +120,18 @@ class DashboardData:
         return self.query.alerts(project or None, run_id, state)[:MAX_LISTED_ALERTS]
 
     def run_view(self, run: RunOut, family: str | None) -> RunView:
-        """Series and alerts of ``run`` for ``family`` (the first family present when unknown)."""
+        """Series and alerts of ``run`` for ``family``.
+
+        With no family chosen yet, the page opens on the family of the newest firing alert, where
+        the trouble is, else on the first family present.
+        """
         try:
             keys = self.query.metric_keys(run.id)
         except NotFoundError:
             keys = []
         present = families(keys)
-        chosen = family if family in present else (present[0] if present else None)
+        alerts = self.alerts(run_id=run.id)
+        chosen = family if family in present else default_family(present, alerts)
         wanted = [key for key in chart_keys(chosen or "") if key in set(keys)]
         series = {}
         if wanted:
@@ -129,5 +143,5 @@ class DashboardData:
             family=chosen,
             clip=clip_range(run.config),
             series=series,
-            alerts=self.alerts(run_id=run.id),
+            alerts=alerts,
         )

@@ -179,3 +179,33 @@ def test_header_shows_records_the_client_lost_by_reason():
     text = str(header_stats(run))
     assert "Lost steps (2 rejected_by_server, 5 spool_cap)" in text and "'7'" in text
     assert "Lost" not in str(header_stats(run.model_copy(update={"client_losses": {}})))
+
+
+def test_the_run_page_opens_on_the_family_of_the_newest_firing_alert():
+    from ratiowatch_dashboard.data import default_family
+    from ratiowatch_server.schemas import AlertOut
+
+    def alert(metric: str, state: str) -> AlertOut:
+        return AlertOut(
+            id=1,
+            run_id="r",
+            project="p",
+            rule="x",
+            metric=metric,
+            severity="warning",
+            message="m",
+            step=1,
+            last_step=1,
+            value=None,
+            created_at=0.0,
+            state=state,
+            resolved_at=None,
+            resolved_step=None,
+            acknowledged=False,
+        )
+
+    present = ["ppo", "mismatch"]
+    firing = [alert("grad/norm", "firing"), alert("mismatch/kl_k3", "firing")]
+    assert default_family(present, firing) == "mismatch"
+    assert default_family(present, [alert("mismatch/ess", "resolved")]) == "ppo"
+    assert default_family([], firing) is None
