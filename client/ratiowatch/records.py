@@ -23,7 +23,7 @@ class StepRecord:
         return {
             "step": self.step,
             "time": self.time,
-            "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
+            "metrics": {k: finite_or_none(v) for k, v in self.metrics.items()},
             "sketches": {k: dict(v) for k, v in self.sketches.items()},
         }
 
@@ -70,7 +70,8 @@ class RunInfo:
         )
 
 
-def _finite_or_none(value: float | None) -> float | None:
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN or Inf: non-finite numbers travel and are stored as null."""
     if value is None:
         return None
     value = float(value)

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ratiowatch.khat import psis_khat
+from ratiowatch.records import finite_or_none
 
 if TYPE_CHECKING:
     from ratiowatch.stats import FamilyPartial
@@ -68,7 +69,7 @@ def finalize_partial(p: FamilyPartial) -> Stats:
     floor, ceiling = low or 0.0, math.inf if high is None else high
     for key, value in zip(QUANTILE_KEYS, values, strict=True):
         # The exact quantile lies in [min, max]: clamping only moves the estimate closer.
-        out[key] = _finite(min(max(value, floor), ceiling))
+        out[key] = finite_or_none(min(max(value, floor), ceiling))
     out["ess"] = min(p.sum_r * p.sum_r / (n * p.sum_r2), 1.0)
     out["clip_low"] = p.clip_low / n
     out["clip_high"] = p.clip_high / n
@@ -81,11 +82,11 @@ def finalize_partial(p: FamilyPartial) -> Stats:
     if not math.isfinite(k3):  # expm1 overflowed; its accuracy near x = 0 is then irrelevant
         k3 = math.inf if mean_r is None else mean_r - 1.0 - mean_x
     out.update(
-        kl_k1=_finite(-mean_x),
-        kl_k2=_finite(p.sum_x2 / (2 * n)),
-        kl_k3=_finite(k3),
-        logratio_mean=_finite(mean_x),
-        logratio_std=_finite(math.sqrt(max(p.sum_x2 / n - mean_x * mean_x, 0.0))),
+        kl_k1=finite_or_none(-mean_x),
+        kl_k2=finite_or_none(p.sum_x2 / (2 * n)),
+        kl_k3=finite_or_none(k3),
+        logratio_mean=finite_or_none(mean_x),
+        logratio_std=finite_or_none(math.sqrt(max(p.sum_x2 / n - mean_x * mean_x, 0.0))),
         khat=psis_khat(p.tail, n),
     )
     out.update(_sequence_stats(p.seq_sum, p.seq_count))
@@ -108,7 +109,7 @@ def _ratio_std(p: FamilyPartial) -> float | None:
         variance = _exp(log_scale + math.log(shifted_var)) if shifted_var > 0 else 0.0
     if variance is None:
         return None
-    return _finite(math.sqrt(max(variance, 0.0)))
+    return finite_or_none(math.sqrt(max(variance, 0.0)))
 
 
 def _sequence_stats(seq_sum: npt.NDArray[np.float64], seq_count: npt.NDArray[np.int64]) -> Stats:
@@ -126,14 +127,14 @@ def _sequence_stats(seq_sum: npt.NDArray[np.float64], seq_count: npt.NDArray[np.
     p50, p99 = _sorted_quantiles(sums, (0.5, 0.99))
     geo_p1, geo_p50, geo_p99 = _sorted_quantiles(geo, (0.01, 0.5, 0.99))
     return {
-        "seq_logratio_p50": _finite(p50),
-        "seq_logratio_p99": _finite(p99),
-        "seq_logratio_min": _finite(float(sums[0])),
-        "seq_logratio_max": _finite(float(sums[-1])),
+        "seq_logratio_p50": finite_or_none(p50),
+        "seq_logratio_p99": finite_or_none(p99),
+        "seq_logratio_min": finite_or_none(float(sums[0])),
+        "seq_logratio_max": finite_or_none(float(sums[-1])),
         "seq_ess": min(seq_ess, 1.0),
-        "seq_geo_p1": _finite(geo_p1),
-        "seq_geo_p50": _finite(geo_p50),
-        "seq_geo_p99": _finite(geo_p99),
+        "seq_geo_p1": finite_or_none(geo_p1),
+        "seq_geo_p50": finite_or_none(geo_p50),
+        "seq_geo_p99": finite_or_none(geo_p99),
         "seq_khat": psis_khat(sums, sums.size),
     }
 
@@ -153,7 +154,3 @@ def _sorted_quantiles(values: npt.NDArray[np.float64], qs: tuple[float, ...]) ->
 
 def _exp(value: float) -> float | None:
     return math.exp(value) if value < 709.78 else None
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from dash import dcc, html
 
@@ -157,3 +158,25 @@ def table(
     body = rows or [html.Tr(html.Td(empty, colSpan=len(header), className="rw-empty"))]
     cells = [html.Th(name, className="rw-num" if name in numeric else None) for name in header]
     return [html.Thead(html.Tr(cells)), html.Tbody(body)]
+
+
+def table_page(title: str, prefix: str, filters: list[Any], refresh_ms: int) -> html.Div:
+    """A titled, live-refreshing table with a project filter: ids ``<prefix>-project``,
+    ``<prefix>-table`` and ``<prefix>-interval``; ``filters`` go before the project filter."""
+    project = dcc.Dropdown(
+        id=f"{prefix}-project", placeholder="All projects", clearable=True, className="rw-filter"
+    )
+    return html.Div(
+        className="rw-page",
+        children=[
+            html.Div(
+                [html.H1(title, className="rw-title"), *filters, project],
+                className="rw-page-head",
+            ),
+            html.Section(
+                html.Table(id=f"{prefix}-table", className="rw-table"),
+                className="rw-card rw-card-wide",
+            ),
+            dcc.Interval(id=f"{prefix}-interval", interval=refresh_ms),
+        ],
+    )

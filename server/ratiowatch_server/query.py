@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ratiowatch.records import finite_or_none
 from ratiowatch.sketch import RatioSketch
 from ratiowatch.stats import QUANTILE_KEYS, QUANTILES
 from ratiowatch_server.downsample import downsample
@@ -91,10 +91,10 @@ class Query:
             steps=len(rows),
             count=merged.count,
             quantiles={
-                key: _finite(merged.quantile(q))
+                key: finite_or_none(merged.quantile(q))
                 for key, q in zip(QUANTILE_KEYS, QUANTILES, strict=True)
             },
-            buckets=[BucketOut(ratio=_finite(r), count=n) for r, n in merged.buckets()],
+            buckets=[BucketOut(ratio=finite_or_none(r), count=n) for r, n in merged.buckets()],
         )
 
     def prometheus(self) -> str:
@@ -111,8 +111,3 @@ class Query:
     ) -> list[AlertOut]:
         with self.sessions() as session:
             return alert_store.list_alerts(session, project, run_id, state)
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no inf: the overflow bucket (ratios above 1e38) travels as null."""
-    return value if value is not None and math.isfinite(value) else None

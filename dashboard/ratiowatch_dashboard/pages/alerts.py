@@ -21,35 +21,10 @@ STATES = [
 
 
 def layout(refresh_ms: int) -> html.Div:
-    return html.Div(
-        className="rw-page",
-        children=[
-            html.Div(
-                className="rw-page-head",
-                children=[
-                    html.H1("Alerts", className="rw-title"),
-                    dcc.RadioItems(
-                        id="alerts-state",
-                        options=STATES,
-                        value="all",
-                        inline=True,
-                        className="rw-seg",
-                    ),
-                    dcc.Dropdown(
-                        id="alerts-project",
-                        placeholder="All projects",
-                        clearable=True,
-                        className="rw-filter",
-                    ),
-                ],
-            ),
-            html.Section(
-                html.Table(id="alerts-table", className="rw-table"),
-                className="rw-card rw-card-wide",
-            ),
-            dcc.Interval(id="alerts-interval", interval=refresh_ms),
-        ],
+    state = dcc.RadioItems(
+        id="alerts-state", options=STATES, value="all", inline=True, className="rw-seg"
     )
+    return components.table_page("Alerts", "alerts", [state], refresh_ms)
 
 
 def rows(alerts: Sequence[AlertOut]) -> list[html.Tr]:

@@ -21,28 +21,7 @@ def run_href(run_id: str) -> str:
 
 
 def layout(refresh_ms: int) -> html.Div:
-    return html.Div(
-        className="rw-page",
-        children=[
-            html.Div(
-                className="rw-page-head",
-                children=[
-                    html.H1("Runs", className="rw-title"),
-                    dcc.Dropdown(
-                        id="runs-project",
-                        placeholder="All projects",
-                        clearable=True,
-                        className="rw-filter",
-                    ),
-                ],
-            ),
-            html.Section(
-                html.Table(id="runs-table", className="rw-table"),
-                className="rw-card rw-card-wide",
-            ),
-            dcc.Interval(id="runs-interval", interval=refresh_ms),
-        ],
-    )
+    return components.table_page("Runs", "runs", [], refresh_ms)
 
 
 def rows(runs: Sequence[RunOut], now: float | None = None) -> list[html.Tr]:

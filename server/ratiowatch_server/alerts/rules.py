@@ -17,60 +17,60 @@ Severity = Literal["warning", "critical"]
 CLEAR_STEPS = 10
 
 
-@dataclass(frozen=True)
-class ThresholdRule:
-    """Fires when ``metric op value`` holds for ``for_steps`` consecutive logged steps."""
+@dataclass(frozen=True, kw_only=True)
+class _RuleBase:
+    """What every rule has: a name (one open alert per run and name), the metric it watches,
+    how loud it is, and how many clear steps resolve its alert."""
 
     name: str
     metric: str
-    op: Literal[">", "<"]
-    value: float
-    for_steps: int = 1
     severity: Severity = "warning"
     description: str = ""
     clear_steps: int = CLEAR_STEPS
 
     @property
     def history_needed(self) -> int:
+        """Earlier values of ``metric`` the rule reads from the store before a batch."""
+        return 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdRule(_RuleBase):
+    """Fires when ``metric op value`` holds for ``for_steps`` consecutive logged steps."""
+
+    op: Literal[">", "<"]
+    value: float
+    for_steps: int = 1
+
+    @property
+    def history_needed(self) -> int:
         return self.for_steps - 1
 
 
-@dataclass(frozen=True)
-class SpikeRule:
+@dataclass(frozen=True, kw_only=True)
+class SpikeRule(_RuleBase):
     """Fires when a value jumps far above its rolling median (robust z-score and plain ratio)."""
 
-    name: str
-    metric: str
     window: int = 50
     min_history: int = 10
     z: float = 10.0
     ratio: float = 5.0
     severity: Severity = "critical"
-    description: str = ""
-    clear_steps: int = CLEAR_STEPS
 
     @property
     def history_needed(self) -> int:
         return self.window
 
 
-@dataclass(frozen=True)
-class NonFiniteRule:
+@dataclass(frozen=True, kw_only=True)
+class NonFiniteRule(_RuleBase):
     """Fires when a metric arrives as NaN/Inf (stored as null): the training data itself broke."""
 
-    name: str
-    metric: str
     severity: Severity = "critical"
-    description: str = ""
-    clear_steps: int = CLEAR_STEPS
-
-    @property
-    def history_needed(self) -> int:
-        return 0
 
 
-@dataclass(frozen=True)
-class DriftRule:
+@dataclass(frozen=True, kw_only=True)
+class DriftRule(_RuleBase):
     """Fires when a metric drifts up from its own early-run baseline (one-sided CUSUM).
 
     The baseline is the median and MAD of the run's first ``baseline_steps`` values of the metric,
@@ -82,18 +82,9 @@ class DriftRule:
     trainer-vs-engine mismatch.
     """
 
-    name: str
-    metric: str
     baseline_steps: int = 50
     slack: float = 1.0
     threshold: float = 12.0
-    severity: Severity = "warning"
-    description: str = ""
-    clear_steps: int = CLEAR_STEPS
-
-    @property
-    def history_needed(self) -> int:
-        return 0
 
 
 Rule = ThresholdRule | SpikeRule | NonFiniteRule | DriftRule
