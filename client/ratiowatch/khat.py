@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["TAIL_SIZE", "gpd_fit", "merge_tails", "psis_khat", "top_numpy", "top_torch"]
+__all__ = [
+    "TAIL_SIZE",
+    "TailScreen",
+    "gpd_fit",
+    "merge_tails",
+    "psis_khat",
+    "top_numpy",
+    "top_torch",
+]
 
 TAIL_SIZE = 4096
 _HOST_CHUNK = 1 << 15  # elements; the float64 buffer stays in the CPU cache
@@ -103,7 +111,7 @@ def top_numpy(new: Any, old: Any, mask: Any) -> Float64Array:
         return _largest(x[keep], TAIL_SIZE)
     narrow = new.dtype.itemsize <= 4 and (old is None or old.dtype.itemsize <= 4)
     # float32 subtraction is within 2**-24 relative of the exact difference (or underflows)
-    screen = _Screen(np.float32 if narrow else np.float64, 2.0**-22 if narrow else 0.0)
+    screen = TailScreen(np.float32 if narrow else np.float64, 2.0**-22 if narrow else 0.0)
     buffer = np.empty(min(_HOST_CHUNK, size), dtype=screen.dtype)
     for index in chunk_indices(shape, _HOST_CHUNK):
         part = new[index]
@@ -125,7 +133,7 @@ def top_numpy(new: Any, old: Any, mask: Any) -> Float64Array:
     return screen.result()
 
 
-class _Screen:
+class TailScreen:
     """The best ``TAIL_SIZE`` values so far, compacted lazily, and the bar a candidate must beat."""
 
     def __init__(self, dtype: type[np.floating[Any]], margin: float) -> None:
@@ -148,6 +156,14 @@ class _Screen:
             best = _largest(np.concatenate(self._pool), TAIL_SIZE)
             self._pool, self._pooled = [best], best.size
             self.floor = float(best.min())
+
+    def offer(self, x: Float64Array, valid: npt.NDArray[np.bool_]) -> None:
+        """Screen exact float64 log-ratios ``x``, of which only those where ``valid`` count."""
+        candidates = np.flatnonzero(x > self.bound())
+        if candidates.size:
+            candidates = candidates[valid[candidates]]
+            values = x[candidates]
+            self.add(values[values < math.inf])
 
     def result(self) -> Float64Array:
         return merge_tails(*self._pool) if self._pool else np.zeros(0)

@@ -1,30 +1,39 @@
 """numpy reduction of log-ratios to scalar rows, sketch bins and per-sequence sums.
 
 ``reduce_cpu`` is the host entry point: it hands the work, k-hat tail included, to the fused numba
-kernel (``stats_numba_tail``) when the ``[fast]`` extra is installed, and to ``reduce_numpy`` and
-``khat.top_numpy`` otherwise.
+kernel (``stats_numba_tail``) when the ``[fast]`` extra is installed, and to ``reduce_numpy_tail``
+otherwise.
 
 Tokens are processed in chunks small enough that the handful of float64 temporaries stay in the
 CPU cache, so a 64M-token step costs a few passes over cached data instead of a few dozen passes
-over memory, and never allocates a full-size float64 copy.
+over memory, and never allocates a full-size float64 copy. The k-hat tail is screened from the
+same cached chunks. Large steps are split into bands of rows, one per core.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import os
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ratiowatch.khat import TailScreen, merge_tails
 from ratiowatch.sketch import KEY_OFFSET, NUM_BINS, bin_index, bin_indices
 from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 
 __all__ = ["chunk_indices", "reduce_cpu", "reduce_numpy", "reduce_numpy_tail"]
 
 _CHUNK = 1 << 15
+# Below this many tokens per thread, handing work to another thread costs more than it saves.
+_TOKENS_PER_THREAD = 1 << 20
+_MAX_THREADS = 8
 _EMPTY = dict(zip(SCALAR_FIELDS, EMPTY_SCALARS.tolist(), strict=True))
 # sum_r and sum_r2 are derived from sum_e and sum_e2 (saving an exp pass) when that loses at most
 # a few ulps: when the mean ratio is not tiny, and nothing is close to overflowing expm1(x)**2.
@@ -66,22 +75,81 @@ def fast_reducer() -> Reducer:
 def reduce_numpy_tail(
     new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
 ) -> TailReduction:
-    """``reduce_numpy``'s result and, fifth, the k-hat tail ``khat.top_numpy(new, old, mask)``."""
-    from ratiowatch.khat import top_numpy
-
-    return (*reduce_numpy(new, old, mask, advantages, low, high), top_numpy(new, old, mask))
+    """``reduce_numpy``'s result and, fifth, the k-hat tail (``khat.top_numpy``'s, up to order),
+    screened from the same cached chunks."""
+    return _reduce_rows_in_parallel(new, old, mask, advantages, (low, high), with_tail=True)
 
 
 def reduce_numpy(
     new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
 ) -> Reduction:
     """(scalar rows, sketch bins, per-row sums, per-row counts) of x = new - old (or new)."""
+    table, bins, seq_sum, seq_count, _ = _reduce_rows_in_parallel(
+        new, old, mask, advantages, (low, high), with_tail=False
+    )
+    return table, bins, seq_sum, seq_count
+
+
+def _reduce_rows_in_parallel(
+    new: Any,
+    old: Any,
+    mask: Any,
+    advantages: Any,
+    thresholds: tuple[float, float],
+    *,
+    with_tail: bool,
+) -> TailReduction:
+    """``_reduce_chunks`` over bands of rows, one per thread for large steps, then combined.
+
+    numpy releases the GIL inside each chunk-sized ufunc call, so threads scale with cores; every
+    result part merges exactly (scalar rows stack, bins add, sequences concatenate, tails merge).
+    """
+    bands = _row_bands(new.shape)
+    if len(bands) == 1:
+        return _reduce_chunks(new, old, mask, advantages, thresholds, with_tail)
+
+    def band(rows: slice) -> TailReduction:
+        new_rows, old_rows, mask_rows, advantages_rows = (
+            None if a is None else a[rows] for a in (new, old, mask, advantages)
+        )
+        return _reduce_chunks(new_rows, old_rows, mask_rows, advantages_rows, thresholds, with_tail)
+
+    parts = _POOL.map(band, bands)
+    return (
+        np.concatenate([part[0] for part in parts]),
+        np.sum([part[1] for part in parts], axis=0),
+        np.concatenate([part[2] for part in parts]),
+        np.concatenate([part[3] for part in parts]),
+        merge_tails(*(part[4] for part in parts)),
+    )
+
+
+def _row_bands(shape: tuple[int, ...]) -> list[slice]:
+    """Contiguous row ranges, one per thread, each of at least ``_TOKENS_PER_THREAD`` tokens."""
+    size = math.prod(shape)
+    threads = min(_POOL.threads, size // _TOKENS_PER_THREAD, shape[0])
+    if threads <= 1:
+        return [slice(None)]
+    edges = np.linspace(0, shape[0], threads + 1).round().astype(int).tolist()
+    return [slice(start, stop) for start, stop in itertools.pairwise(edges)]
+
+
+def _reduce_chunks(
+    new: Any,
+    old: Any,
+    mask: Any,
+    advantages: Any,
+    thresholds: tuple[float, float],
+    with_tail: bool,
+) -> TailReduction:
+    """The whole reduction of one band of rows, chunk by cache-sized chunk."""
     shape = new.shape
     rows = shape[0] if len(shape) == 2 else 0
     seq_sum = np.zeros(rows)
     seq_count = np.zeros(rows, dtype=np.int64)
     bins = np.zeros(NUM_BINS, dtype=np.int64)
     table = []
+    screen = TailScreen(np.float64, 0.0) if with_tail else None
     workspace = _Workspace(min(_CHUNK, max(1, math.prod(shape))))
     # expm1 and the squares overflow to inf for huge log-ratios, by design (see stats.py)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -92,10 +160,12 @@ def reduce_numpy(
                 None if old is None else old[index],
                 None if mask is None else mask[index],
                 _chunk_advantages(advantages, shape, index),
-                (low, high),
+                thresholds,
                 bins,
             )
             table.append([scalars[name] for name in SCALAR_FIELDS])
+            if screen is not None and scalars["count"]:
+                screen.offer(x, valid)
             if not rows:
                 continue
             row = index[0]
@@ -109,7 +179,39 @@ def reduce_numpy(
                 seq_sum[row] += scalars["sum_x"]
                 seq_count[row] += int(scalars["count"])
     scalar_rows = np.array(table) if table else EMPTY_SCALARS[None]
-    return scalar_rows, bins, seq_sum, seq_count
+    tail = screen.result() if screen is not None else np.zeros(0)
+    return scalar_rows, bins, seq_sum, seq_count, tail
+
+
+class _ThreadPool:
+    """A lazily started thread pool, started afresh in a forked child (whose copy has no threads).
+
+    The calling thread takes the first part itself, so one part costs no hand-off.
+    """
+
+    def __init__(self) -> None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.threads = max(1, min(cpus or 1, _MAX_THREADS))
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def map(
+        self, work: Callable[[slice], TailReduction], parts: list[slice]
+    ) -> list[TailReduction]:
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(
+                    self.threads - 1, thread_name_prefix="ratiowatch-stats"
+                )
+                self._pid = os.getpid()
+            executor = self._executor
+        others = [executor.submit(work, part) for part in parts[1:]]
+        first = work(parts[0])
+        return [first, *(future.result() for future in others)]
+
+
+_POOL = _ThreadPool()
 
 
 class _Workspace:

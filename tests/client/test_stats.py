@@ -11,7 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ratiowatch import stats_numpy
 from ratiowatch.errors import InvalidArgumentError
+from ratiowatch.khat import top_numpy
 from ratiowatch.sketch import RELATIVE_ACCURACY, RatioSketch
 from ratiowatch.stats import (
     QUANTILE_KEYS,
@@ -22,7 +24,7 @@ from ratiowatch.stats import (
     compute_partial,
     compute_step_partials,
 )
-from ratiowatch.stats_numpy import reduce_numpy
+from ratiowatch.stats_numpy import reduce_numpy, reduce_numpy_tail
 from ratiowatch.stats_torch import reduce_torch
 
 CLIP = (0.2, 0.28)
@@ -169,6 +171,21 @@ def test_torch_kernel_agrees_with_numpy_kernel_bin_for_bin() -> None:
     np.testing.assert_allclose(
         combine_scalars(on_host[0]), combine_scalars(on_device[0]), rtol=1e-12
     )
+
+
+def test_row_bands_on_threads_give_the_one_band_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = heavy_tailed_step(5, rows=40, width=900)
+    args = (step["logp"], step["logp_old"], step["mask"], step["adv"], *thresholds(CLIP))
+    whole = reduce_numpy_tail(*args)
+    monkeypatch.setattr(stats_numpy, "_TOKENS_PER_THREAD", 4000)
+    monkeypatch.setattr(stats_numpy._POOL, "threads", 3)
+    assert len(stats_numpy._row_bands(step["logp"].shape)) == 3
+    banded = reduce_numpy_tail(*args)
+    np.testing.assert_allclose(combine_scalars(banded[0]), combine_scalars(whole[0]), rtol=1e-12)
+    for exact in (1, 2, 3):  # bins, per-row sums (each row lies in one band), per-row counts
+        np.testing.assert_array_equal(banded[exact], whole[exact])
+    np.testing.assert_array_equal(np.sort(banded[4]), np.sort(whole[4]))
+    np.testing.assert_array_equal(np.sort(whole[4]), np.sort(top_numpy(*args[:3])))
 
 
 def test_long_rows_are_split_across_chunks() -> None:
