@@ -56,11 +56,13 @@ def bare_queue() -> Callable[[int], object]:
 
 
 def minimal_log() -> Callable[[int], object]:
-    """The floor of the call itself: take 40 keyword scalars, merge them, enqueue."""
+    """The floor of the call itself: take 40 keyword scalars, merge them into a record, enqueue."""
     sink: queue.Queue[object] = queue.Queue()
 
     def log(step: int, **scalars: float) -> None:
-        sink.put_nowait((step, {f"train/{k}": float(v) for k, v in scalars.items()}))
+        record: dict[str, float] = {"step": step}
+        record.update(scalars)
+        sink.put_nowait(record)
 
     return lambda step: log(step, **SCALARS)
 

@@ -39,7 +39,7 @@ class ClosedStep:
         if self.has_grad_norm:
             metrics["grad/norm"] = self.grad_norm
         for name, value in self.scalar_means().items():
-            metrics[f"train/{name}"] = value
+            metrics[f"train/{name}"] = float(value)  # ints and bools pass log's check as is
         return StepRecord(step=self.step, time=self.time, metrics=metrics, sketches=sketches)
 
     def scalar_means(self) -> Mapping[str, float]:

@@ -1,17 +1,20 @@
 """The background sender: one bounded queue, one daemon thread, the spool behind both.
 
-``submit`` only enqueues: the trainer's thread never touches the network and, unless the queue is
-full, never the disk. The sender thread alone moves records on. Ordering rule: while the spool
-holds anything, the sender appends new records to the spool and sends from its head, so records
-reach the server in the order they were logged, whether they travelled through memory or disk.
+``submit`` only appends to a deque (atomic under the GIL, and a tenth of the cost of a
+``queue.Queue``, whose lock and condition every ``log`` would pay): the trainer's thread never
+touches the network and, unless the queue is full, never the disk, and it wakes nobody. The sender
+thread looks every ``linger`` seconds (and at once on ``flush``) and alone moves records on.
+Ordering rule: while the spool holds anything, the sender appends new records to the spool and
+sends from its head, so records reach the server in the order they were logged, whether they
+travelled through memory or disk.
 """
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +25,6 @@ from ratiowatch.step import ClosedStep
 from ratiowatch.transport import HttpTransport, RejectedError, TransportError, UnknownRunError
 
 AlertSink = Callable[[list[dict[str, Any]]], None]
-POLL_SECONDS = 0.5
 
 
 class Backoff:
@@ -69,7 +71,13 @@ class Sender:
         self.on_alerts = on_alerts
         self.batch_size = batch_size
         self.linger = linger
-        self._queue: queue.Queue[ClosedStep] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._queue: deque[ClosedStep] = deque()
+        self._in_flight = 0  # taken from the queue, neither acknowledged nor spooled yet
+        # Held while a batch is out of the queue and not yet sent or spooled: records written to
+        # the spool meanwhile would overtake it.
+        self._batch_lock = threading.Lock()
+        self._wake = threading.Event()
         # Mirrors spool.pending() without touching the disk on every step.
         self._spooling = spool.pending()
         self._stop = threading.Event()
@@ -81,16 +89,29 @@ class Sender:
         self._thread.start()
 
     def submit(self, closed: ClosedStep) -> None:
-        """Enqueue; only when the queue is full does the caller write the spool itself."""
-        try:
-            self._queue.put_nowait(closed)
-        except queue.Full:
-            self._to_spool([closed.to_record()])
+        """Enqueue. Only when the queue is full (the sender thread is far behind) does the caller
+        write the spool itself: the whole queue, then this record, so none overtakes another.
+
+        While a batch is in flight that would overtake it, so the queue may then grow to twice
+        its size for as long as the request lasts (at most the transport's timeout); past that,
+        records are counted as lost rather than block the trainer.
+        """
+        if len(self._queue) < self.queue_size:
+            self._queue.append(closed)
+        elif self._batch_lock.acquire(blocking=False):
+            try:
+                self._spool_queue(closed)
+            finally:
+                self._batch_lock.release()
+        elif len(self._queue) < 2 * self.queue_size:
+            self._queue.append(closed)
+        else:
+            self.guard.count_lost("queue_full")
 
     def pending(self) -> int:
         """Records not yet acknowledged by the server (queued, in flight or spooled)."""
         spooled = self.spool.pending_records() if self._spooling else 0
-        return self._queue.unfinished_tasks + spooled
+        return len(self._queue) + self._in_flight + spooled
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until the server has everything, retrying at once if it was away.
@@ -102,28 +123,42 @@ class Sender:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures_before = self._backoff.failures
         self._backoff.retry_now()
+        self._wake.set()
         while self._thread.is_alive():
             if self._settled():
                 return True
-            if self._backoff.failures > failures_before and self._queue.unfinished_tasks == 0:
+            if self._backoff.failures > failures_before and not self._unsettled_in_memory():
                 return False  # unreachable, and everything queued is now in the spool
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+            self._wake.set()
             self._stop.wait(0.01)
         return self._settled()
 
     def stop(self, timeout: float) -> None:
         """Stop the thread; anything still queued goes to the spool for the next sync."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
         with self.guard.contained("sender.stop"):
-            self._spool_rest_of_queue()
+            if self._batch_lock.acquire(timeout=timeout):  # else a request outlived the join
+                try:
+                    self._spool_queue()
+                finally:
+                    self._batch_lock.release()
+            elif self._queue:
+                self.guard.count_lost("stopped_mid_request", len(self._queue))
 
     def _settled(self) -> bool:
-        """Nothing queued or in flight (``task_done`` comes after send or spool), and nothing
-        spooled unless offline, where the spool is the destination."""
+        """Nothing queued or in flight, and nothing spooled unless offline, where the spool is the
+        destination."""
         unsent = self._spooling and self.transport is not None
-        return self._queue.unfinished_tasks == 0 and not unsent
+        return not self._unsettled_in_memory() and not unsent
+
+    def _unsettled_in_memory(self) -> bool:
+        # The sender counts a batch in flight before taking it from the queue, so a record is
+        # always seen in one or the other.
+        return bool(self._queue) or self._in_flight > 0
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -133,32 +168,26 @@ class Sender:
     def _step(self) -> None:
         online = self.transport is not None
         drain_spool = online and self._spooling and self._backoff.ready()
-        closed = self._take_batch(wait=not drain_spool)
-        try:
-            records = [item.to_record() for item in closed]
-            if self._spooling:
-                self._to_spool(records)
-                if drain_spool:
-                    self._send_spool_head()
-            elif records and (not online or not self._send(records)):
-                self._to_spool(records)
-        finally:
-            for _ in closed:
-                self._queue.task_done()
-
-    def _take_batch(self, wait: bool) -> list[ClosedStep]:
-        try:
-            first = self._queue.get(timeout=POLL_SECONDS) if wait else self._queue.get_nowait()
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.linger
-        while len(batch) < self.batch_size:
+        if not drain_spool and len(self._queue) < self.batch_size:
+            self._wake.wait(self.linger)
+            self._wake.clear()
+        with self._batch_lock:
+            closed = self._take_batch()
             try:
-                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        return batch
+                records = [item.to_record() for item in closed]
+                if self._spooling:
+                    self._to_spool(records)
+                    if drain_spool:
+                        self._send_spool_head()
+                elif records and (not online or not self._send(records)):
+                    self._to_spool(records)
+            finally:
+                self._in_flight = 0
+
+    def _take_batch(self) -> list[ClosedStep]:
+        count = min(len(self._queue), self.batch_size)
+        self._in_flight = count
+        return [self._queue.popleft() for _ in range(count)]
 
     def _send_spool_head(self) -> None:
         records, cursor = self.spool.read(self.batch_size)
@@ -195,16 +224,16 @@ class Sender:
             self.transport.put_run(self.info)
             return self.transport.post_steps(self.info.run_id, encoded, losses)
 
-    def _spool_rest_of_queue(self) -> None:
-        queued: list[ClosedStep] = []
-        while True:
+    def _spool_queue(self, *newest: ClosedStep) -> None:
+        """Everything queued, then ``newest``, to the spool in order (under ``_batch_lock``)."""
+        queued = self._take_batch()
+        while queued:
             try:
-                queued.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        self._to_spool([item.to_record() for item in queued])
-        for _ in queued:
-            self._queue.task_done()
+                self._to_spool([item.to_record() for item in queued])
+            finally:
+                self._in_flight = 0
+            queued = self._take_batch()
+        self._to_spool([item.to_record() for item in newest])
 
     def _to_spool(self, records: list[StepRecord]) -> None:
         if not records:

@@ -90,6 +90,55 @@ def test_micro_batches_of_one_step_merge_into_one_record(tmp_path: Path) -> None
     assert record.metrics["grad/norm"] == 1.0 and record.metrics["train/loss"] == 0.5
 
 
+def test_scalars_of_every_numeric_kind_arrive_as_floats(tmp_path: Path) -> None:
+    import torch
+
+    run = ratiowatch.init(project="p", mode="offline", home=tmp_path)
+    run.log(step=3, lr=1e-4, epoch=2, skipped=True, entropy=np.float32(0.5), kl=torch.tensor(0.25))
+    run.log(4, loss=float("nan"), grad_norm=np.float64(2.0))
+    run.close()
+    assert run._sender is not None
+    first, second = run._sender.spool.read(10)[0]
+    assert first.metrics == {
+        "train/lr": 1e-4,
+        "train/epoch": 2.0,
+        "train/skipped": 1.0,
+        "train/entropy": 0.5,
+        "train/kl": 0.25,
+    }
+    assert all(type(value) is float for value in first.metrics.values())
+    # NaN is recorded (as null: JSON has no NaN), not refused
+    assert second.metrics == {"grad/norm": 2.0, "train/loss": None}
+
+
+def test_a_full_queue_spills_to_the_spool_in_order(tmp_path: Path) -> None:
+    run = ratiowatch.init(project="p", mode="offline", home=tmp_path)
+    assert run._sender is not None
+    run._sender.queue_size = 3  # the sender thread takes at most one batch per linger
+    for step in range(50):
+        run.log(step, loss=float(step))
+    run.close()
+    records, _ = run._sender.spool.read(100)
+    assert [record.step for record in records] == list(range(50))
+
+
+def test_while_a_batch_is_in_flight_the_queue_grows_then_counts_losses(tmp_path: Path) -> None:
+    run = ratiowatch.init(project="p", mode="offline", home=tmp_path)
+    sender = run._sender
+    assert sender is not None
+    sender.queue_size = 4
+    with sender._batch_lock:  # as the sender thread holds it during a slow request
+        for step in range(9):
+            run.log(step, loss=1.0)
+        assert len(sender._queue) == 8  # step 8 is still open in the accumulator
+        assert sender.guard.lost["queue_full"] == 0
+        run.log(9, loss=1.0)  # closes step 8: past twice the queue size
+        assert sender.guard.lost["queue_full"] == 1
+    run.close()
+    records, _ = sender.spool.read(100)
+    assert [record.step for record in records] == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+
+
 def test_disabled_mode_does_nothing(tmp_path: Path) -> None:
     run = ratiowatch.init(project="p", mode="disabled", home=tmp_path)
     run.log(0, logp=np.zeros(3), logp_old=np.zeros(3), loss=1.0)
