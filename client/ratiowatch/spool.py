@@ -71,16 +71,26 @@ class Spool:
 
     def read(self, max_records: int) -> tuple[list[StepRecord], tuple[int, int]]:
         """Up to ``max_records`` from the head, and the cursor to ``ack`` once they are stored."""
+        encoded, cursor = self.read_encoded(max_records)
+        records = []
+        for line in encoded:
+            try:
+                records.append(StepRecord.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return records, cursor
+
+    def read_encoded(self, max_records: int) -> tuple[list[bytes], tuple[int, int]]:
+        """``read``, as the encoded lines themselves: what a request body is made of."""
         with self._lock:
-            segments = self._segments()
-            for path in segments:
+            for path in self._segments():
                 number = _segment_number(path)
                 if number < self._segment:
                     continue
                 start = self._offset if number == self._segment else 0
-                records, end = _read_lines(path, start, max_records)
-                if records:
-                    return records, (number, end)
+                lines, end = _read_lines(path, start, max_records)
+                if lines:
+                    return lines, (number, end)
             return [], (self._segment, self._offset)
 
     def ack(self, cursor: tuple[int, int]) -> None:
@@ -157,8 +167,10 @@ def _segment_number(path: Path) -> int:
     return int(path.stem.removeprefix("seg-"))
 
 
-def _read_lines(path: Path, start: int, max_records: int) -> tuple[list[StepRecord], int]:
-    records: list[StepRecord] = []
+def _read_lines(path: Path, start: int, max_records: int) -> tuple[list[bytes], int]:
+    """Up to ``max_records`` complete lines from byte ``start`` (newlines stripped), and the
+    offset after the last."""
+    lines: list[bytes] = []
     position = start
     with open(path, "rb") as handle:
         handle.seek(start)
@@ -166,13 +178,10 @@ def _read_lines(path: Path, start: int, max_records: int) -> tuple[list[StepReco
             if not line.endswith(b"\n"):
                 break  # torn write from a crash: everything after it is unreadable anyway
             position += len(line)
-            try:
-                records.append(StepRecord.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue
-            if len(records) >= max_records:
+            lines.append(line[:-1])
+            if len(lines) >= max_records:
                 break
-    return records, position
+    return lines, position
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

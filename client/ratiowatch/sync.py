@@ -29,19 +29,19 @@ def _sync_one(directory: Path, *, url: str | None, token: str | None, progress: 
     transport.put_run(info)
     progress(info.run_id, sent, total)
     while True:
-        records, cursor = spool.read(BATCH)
-        if not records:
+        encoded, cursor = spool.read_encoded(BATCH)
+        if not encoded:
             spool.ack(cursor)
             return sent
         try:
-            transport.post_steps(info.run_id, [r.encode() for r in records], {})
+            transport.post_steps(info.run_id, encoded, {})
         except UnknownRunError:
             transport.put_run(info)
-            transport.post_steps(info.run_id, [r.encode() for r in records], {})
+            transport.post_steps(info.run_id, encoded, {})
         except RejectedError as exc:
-            print(f"\nrun {info.run_id}: {len(records)} steps rejected: {exc}", file=sys.stderr)
+            print(f"\nrun {info.run_id}: {len(encoded)} steps rejected: {exc}", file=sys.stderr)
         spool.ack(cursor)
-        sent += len(records)
+        sent += len(encoded)
         progress(info.run_id, sent, total)
 
 

@@ -1,12 +1,13 @@
-"""The background sender: one bounded queue, one daemon thread, the spool behind both.
+"""The background sender: one bounded queue, one daemon thread, and the spool as a write-ahead log.
 
 ``submit`` only appends to a deque (atomic under the GIL, and a tenth of the cost of a
 ``queue.Queue``, whose lock and condition every ``log`` would pay): the trainer's thread never
 touches the network and, unless the queue is full, never the disk, and it wakes nobody. The sender
-thread looks every ``linger`` seconds (and at once on ``flush``) and alone moves records on.
-Ordering rule: while the spool holds anything, the sender appends new records to the spool and
-sends from its head, so records reach the server in the order they were logged, whether they
-travelled through memory or disk.
+thread looks every ``linger`` seconds (and at once on ``flush``): it appends what is queued to the
+spool, durably, then posts from the spool's head and acknowledges what the server stored. One
+ordered log on disk makes the order of arrival the order of logging whatever fails and when, lets
+a full queue spill to the same log without overtaking anything, and means a killed trainer loses
+at most the last ``linger`` seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ratiowatch.guard import Guard
-from ratiowatch.records import RunInfo, StepRecord
+from ratiowatch.records import RunInfo
 from ratiowatch.spool import Spool, SpoolFull
 from ratiowatch.step import ClosedStep
 from ratiowatch.transport import HttpTransport, RejectedError, TransportError, UnknownRunError
@@ -50,7 +51,8 @@ class Backoff:
 
 
 class Sender:
-    """Moves step records from ``submit`` to the server without ever blocking the caller."""
+    """Moves step records from ``submit`` through the spool to the server, never blocking the
+    caller on the network."""
 
     def __init__(
         self,
@@ -73,13 +75,13 @@ class Sender:
         self.linger = linger
         self.queue_size = queue_size
         self._queue: deque[ClosedStep] = deque()
-        self._in_flight = 0  # taken from the queue, neither acknowledged nor spooled yet
-        # Held while a batch is out of the queue and not yet sent or spooled: records written to
-        # the spool meanwhile would overtake it.
-        self._batch_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._in_flight = 0  # taken from the queue, not yet in the spool
+        # Held from taking records off the queue until they are in the spool (never across a
+        # request), so that whoever spools next cannot overtake them.
+        self._spool_lock = threading.Lock()
         # Mirrors spool.pending() without touching the disk on every step.
-        self._spooling = spool.pending()
+        self._unsent = spool.pending()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._registered = False
         self._backoff = Backoff()
@@ -90,27 +92,16 @@ class Sender:
 
     def submit(self, closed: ClosedStep) -> None:
         """Enqueue. Only when the queue is full (the sender thread is far behind) does the caller
-        write the spool itself: the whole queue, then this record, so none overtakes another.
-
-        While a batch is in flight that would overtake it, so the queue may then grow to twice
-        its size for as long as the request lasts (at most the transport's timeout); past that,
-        records are counted as lost rather than block the trainer.
-        """
+        write the spool itself: the whole queue, then this record, so none overtakes another."""
         if len(self._queue) < self.queue_size:
             self._queue.append(closed)
-        elif self._batch_lock.acquire(blocking=False):
-            try:
-                self._spool_queue(closed)
-            finally:
-                self._batch_lock.release()
-        elif len(self._queue) < 2 * self.queue_size:
-            self._queue.append(closed)
-        else:
-            self.guard.count_lost("queue_full")
+            return
+        with self._spool_lock:
+            self._spool_queue(closed)
 
     def pending(self) -> int:
-        """Records not yet acknowledged by the server (queued, in flight or spooled)."""
-        spooled = self.spool.pending_records() if self._spooling else 0
+        """Records not yet acknowledged by the server (queued, being spooled, or spooled)."""
+        spooled = self.spool.pending_records() if self._unsent else 0
         return len(self._queue) + self._in_flight + spooled
 
     def wait_idle(self, timeout: float | None) -> bool:
@@ -123,11 +114,10 @@ class Sender:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures_before = self._backoff.failures
         self._backoff.retry_now()
-        self._wake.set()
         while self._thread.is_alive():
             if self._settled():
                 return True
-            if self._backoff.failures > failures_before and not self._unsettled_in_memory():
+            if self._backoff.failures > failures_before and not self._in_memory():
                 return False  # unreachable, and everything queued is now in the spool
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -140,24 +130,17 @@ class Sender:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-        with self.guard.contained("sender.stop"):
-            if self._batch_lock.acquire(timeout=timeout):  # else a request outlived the join
-                try:
-                    self._spool_queue()
-                finally:
-                    self._batch_lock.release()
-            elif self._queue:
-                self.guard.count_lost("stopped_mid_request", len(self._queue))
+        with self.guard.contained("sender.stop"), self._spool_lock:
+            self._spool_queue()
 
     def _settled(self) -> bool:
-        """Nothing queued or in flight, and nothing spooled unless offline, where the spool is the
+        """Nothing in memory, and nothing spooled unless offline, where the spool is the
         destination."""
-        unsent = self._spooling and self.transport is not None
-        return not self._unsettled_in_memory() and not unsent
+        return not self._in_memory() and not (self._unsent and self.transport is not None)
 
-    def _unsettled_in_memory(self) -> bool:
-        # The sender counts a batch in flight before taking it from the queue, so a record is
-        # always seen in one or the other.
+    def _in_memory(self) -> bool:
+        # Records are counted in flight before they leave the queue: always seen in one or the
+        # other.
         return bool(self._queue) or self._in_flight > 0
 
     def _loop(self) -> None:
@@ -167,40 +150,53 @@ class Sender:
 
     def _step(self) -> None:
         online = self.transport is not None
-        drain_spool = online and self._spooling and self._backoff.ready()
-        if not drain_spool and len(self._queue) < self.batch_size:
+        if not (online and self._unsent and self._backoff.ready()) and (
+            len(self._queue) < self.batch_size
+        ):
             self._wake.wait(self.linger)
             self._wake.clear()
-        with self._batch_lock:
-            closed = self._take_batch()
-            try:
-                records = [item.to_record() for item in closed]
-                if self._spooling:
-                    self._to_spool(records)
-                    if drain_spool:
-                        self._send_spool_head()
-                elif records and (not online or not self._send(records)):
-                    self._to_spool(records)
-            finally:
-                self._in_flight = 0
+        with self._spool_lock:
+            self._spool_batch(self._take_batch())
+        if online and self._unsent and self._backoff.ready():
+            self._send_spool_head()
 
     def _take_batch(self) -> list[ClosedStep]:
         count = min(len(self._queue), self.batch_size)
         self._in_flight = count
         return [self._queue.popleft() for _ in range(count)]
 
-    def _send_spool_head(self) -> None:
-        records, cursor = self.spool.read(self.batch_size)
-        if not records or self._send(records):
-            self.spool.ack(cursor)
-            self._spooling = self.spool.pending()
+    def _spool_queue(self, *newest: ClosedStep) -> None:
+        """Everything queued, then ``newest``, to the spool in order (under ``_spool_lock``)."""
+        batch = self._take_batch()
+        while batch:
+            self._spool_batch(batch)
+            batch = self._take_batch()
+        self._spool_batch(list(newest))
 
-    def _send(self, records: Sequence[StepRecord]) -> bool:
+    def _spool_batch(self, batch: list[ClosedStep]) -> None:
+        try:
+            if batch:
+                self.spool.append([closed.to_record() for closed in batch])
+                self._unsent = True
+        except SpoolFull:
+            self.guard.count_lost("spool_cap", len(batch))
+        except OSError:
+            self.guard.count_lost("spool_unwritable", len(batch))
+        finally:
+            self._in_flight = 0
+
+    def _send_spool_head(self) -> None:
+        encoded, cursor = self.spool.read_encoded(self.batch_size)
+        if not encoded or self._send(encoded):
+            self.spool.ack(cursor)
+            self._unsent = self.spool.pending()
+
+    def _send(self, encoded: Sequence[bytes]) -> bool:
         """True when the server has the records (stored, duplicate, or rejected and counted)."""
         try:
-            answer = self._post(records)
+            answer = self._post(encoded)
         except RejectedError:
-            self.guard.count_lost("rejected_by_server", len(records))
+            self.guard.count_lost("rejected_by_server", len(encoded))
             return True
         except (TransportError, UnknownRunError):
             self._registered = False
@@ -211,37 +207,14 @@ class Sender:
             self.on_alerts(answer.alerts)
         return True
 
-    def _post(self, records: Sequence[StepRecord]) -> Any:
+    def _post(self, encoded: Sequence[bytes]) -> Any:
         assert self.transport is not None
         if not self._registered:
             self.transport.put_run(self.info)
             self._registered = True
         losses = dict(self.guard.lost)
-        encoded = [record.encode() for record in records]
         try:
             return self.transport.post_steps(self.info.run_id, encoded, losses)
         except UnknownRunError:
             self.transport.put_run(self.info)
             return self.transport.post_steps(self.info.run_id, encoded, losses)
-
-    def _spool_queue(self, *newest: ClosedStep) -> None:
-        """Everything queued, then ``newest``, to the spool in order (under ``_batch_lock``)."""
-        queued = self._take_batch()
-        while queued:
-            try:
-                self._to_spool([item.to_record() for item in queued])
-            finally:
-                self._in_flight = 0
-            queued = self._take_batch()
-        self._to_spool([item.to_record() for item in newest])
-
-    def _to_spool(self, records: list[StepRecord]) -> None:
-        if not records:
-            return
-        try:
-            self.spool.append(records)
-            self._spooling = True
-        except SpoolFull:
-            self.guard.count_lost("spool_cap", len(records))
-        except OSError:
-            self.guard.count_lost("spool_unwritable", len(records))

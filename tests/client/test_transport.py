@@ -69,3 +69,27 @@ def test_flush_with_the_server_away_returns_only_once_everything_is_spooled(
         assert run._sender is not None
         assert run._sender.spool.pending_records() == (round_ + 1) * 300
     run.close(timeout=1)
+
+
+def test_a_full_queue_during_slow_requests_keeps_every_step_in_order(
+    tmp_path: Path,
+    live_server,  # type: ignore[no-untyped-def]
+) -> None:
+    run = ratiowatch.init(project="t", url=live_server.url, home=tmp_path)
+    sender = run._sender
+    assert sender is not None and sender.transport is not None
+    sender.queue_size, sender.batch_size = 5, 7
+    post = sender.transport.post_steps
+
+    def slow_post(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)  # the trainer overflows the queue while each request is in flight
+        return post(*args, **kwargs)
+
+    sender.transport.post_steps = slow_post  # type: ignore[method-assign]
+    for step in range(100):
+        run.log(step, loss=float(step))
+        time.sleep(0.002)
+    assert run.flush(timeout=60)
+    assert _stored_steps(live_server.url, run.id) == list(range(100))
+    run.close()
+    assert not run.guard.lost
