@@ -1,11 +1,13 @@
 """Cost of ``run.log(step, **40 scalars)`` beside its floors and other trackers, in one run.
 
-    python benchmarks/bench_log.py [--calls 20000]
+    python benchmarks/bench_log.py [--calls 20000] [--pace 0]
 
 Prints median and p99 per call in microseconds, and each as a ratio to a bare
-``queue.put_nowait`` of the same record; one row logs a whole 4,096-token PPO step instead.
-Rows for wandb (offline), MLflow (asynchronous ``log_metrics``) and torch's ``SummaryWriter``
-appear when those packages are importable.
+``queue.put_nowait`` of the same record and to the minimal Python ``log(step, **scalars)`` that
+merges the scalars into a record and enqueues it; one row logs a whole 4,096-token PPO step
+instead. Rows for wandb (offline), MLflow (asynchronous ``log_metrics``) and torch's
+``SummaryWriter`` appear when those packages are importable. Each ratiowatch run is flushed
+(untimed) after its row, so no row's sender thread is still busy during the next row.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -30,32 +32,54 @@ import ratiowatch
 SCALARS = {f"metric_{i}": float(i) * 0.5 for i in range(40)}
 
 
-def measure(call: Callable[[int], object], calls: int, pace: float) -> tuple[float, float]:
-    """Median and p99 of one call, in microseconds (after a warm-up).
+Call = Callable[[int], object]
+
+
+def timed(call: Call, steps: range, pace: float) -> list[float]:
+    """Microseconds per call, one per step.
 
     ``pace`` seconds pass between calls with the GIL released, as they do while a trainer waits
     on its accelerator; 0 makes a tight loop that fights the sender thread for the GIL.
     """
-    for step in range(min(1000, calls)):
-        call(step)
     durations = []
     clock = time.perf_counter_ns
-    for step in range(calls, 2 * calls):
+    for step in steps:
         started = clock()
         call(step)
         durations.append((clock() - started) / 1000)
         if pace:
             time.sleep(pace)
-    durations.sort()
+    return durations
+
+
+def round_robin(rows: dict[str, Call], calls: int, pace: float, rounds: int = 10) -> Results:
+    """Each row ``calls`` times, in ``rounds`` alternating blocks so that the machine's drift
+    hits every row alike; the ratiowatch runs are flushed (untimed) after each block."""
+    durations: dict[str, list[float]] = {name: [] for name in rows}
+    for call in rows.values():
+        timed(call, range(min(1000, calls)), pace)  # warm-up
+    block = max(1, calls // rounds)
+    for round_ in range(rounds):
+        steps = range(calls + round_ * block, calls + (round_ + 1) * block)
+        for name, call in rows.items():
+            durations[name] += timed(call, steps, pace)
+            for run in RUNS:
+                run.flush(timeout=120)
+    return {name: summary(values) for name, values in durations.items()}
+
+
+def summary(durations: list[float]) -> tuple[float, float]:
+    """(median, p99) in microseconds."""
+    durations = sorted(durations)
     return statistics.median(durations), durations[int(0.99 * len(durations))]
 
 
-def bare_queue() -> Callable[[int], object]:
+def bare_queue() -> Call:
     sink: queue.Queue[object] = queue.Queue()
     return lambda step: sink.put_nowait((step, SCALARS))
 
 
-def minimal_log() -> Callable[[int], object]:
+def minimal_log() -> Call:
     """The floor of the call itself: take 40 keyword scalars, merge them into a record, enqueue."""
     sink: queue.Queue[object] = queue.Queue()
 
@@ -67,18 +91,24 @@ def minimal_log() -> Callable[[int], object]:
     return lambda step: log(step, **SCALARS)
 
 
-def ratiowatch_log(url: str, home: str, mode: str) -> Callable[[int], object]:
+RUNS: list[ratiowatch.Run] = []
+Results = dict[str, tuple[float, float]]
+
+
+def ratiowatch_log(url: str, home: str, mode: str) -> Call:
     run = ratiowatch.init(project="bench", url=url, home=home, mode=mode)
+    RUNS.append(run)
     return lambda step: run.log(step, **SCALARS)
 
 
-def ratiowatch_log_arrays(home: str) -> Callable[[int], object]:
+def ratiowatch_log_arrays(home: str) -> Call:
     """A whole ``log`` of one 4,096-token step: validation, statistics, sketch, enqueue."""
     rng = np.random.default_rng(0)
     logp_old = rng.normal(-1.0, 0.5, (8, 512)).astype(np.float32)
     logp = (logp_old + rng.normal(0.0, 0.05, (8, 512))).astype(np.float32)
     mask = rng.random((8, 512)) < 0.8
     run = ratiowatch.init(project="bench", home=home, mode="offline")
+    RUNS.append(run)
     return lambda step: run.log(step, logp=logp, logp_old=logp_old, mask=mask, grad_norm=1.0)
 
 
@@ -114,13 +144,14 @@ def live_server(home: str) -> tuple[str, subprocess.Popen[bytes]] | None:
     return None
 
 
-def competitors(home: str) -> dict[str, Callable[[int], object]]:
-    rows: dict[str, Callable[[int], object]] = {}
+def competitors(home: str) -> Iterator[tuple[str, Call, Callable[[], None]]]:
+    """(row, call, teardown) per tracker installed, each set up only when its turn comes: W&B
+    runs a service process and MLflow a logging thread, which would slow every other row."""
     try:
         import wandb
 
         wb = wandb.init(project="bench", mode="offline", dir=home)
-        rows["W&B log (offline mode)"] = lambda step: wb.log(SCALARS, step=step)
+        yield "W&B log (offline mode)", lambda step: wb.log(SCALARS, step=step), wb.finish
     except ImportError:
         pass
     try:
@@ -130,8 +161,10 @@ def competitors(home: str) -> dict[str, Callable[[int], object]]:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(f"file://{home}/mlruns")
         mlflow.start_run()
-        rows["mlflow.log_metrics (async)"] = lambda step: mlflow.log_metrics(
-            SCALARS, step=step, synchronous=False
+        yield (
+            "mlflow.log_metrics (async)",
+            lambda step: mlflow.log_metrics(SCALARS, step=step, synchronous=False),
+            mlflow.end_run,
         )
     except ImportError:
         pass
@@ -144,10 +177,9 @@ def competitors(home: str) -> dict[str, Callable[[int], object]]:
             for key, value in SCALARS.items():
                 writer.add_scalar(key, value, step)
 
-        rows["SummaryWriter.add_scalar x40"] = tensorboard
+        yield "SummaryWriter.add_scalar x40", tensorboard, writer.close
     except ImportError:
         pass
-    return rows
 
 
 def main() -> None:
@@ -172,16 +204,23 @@ def main() -> None:
     server = live_server(home)
     if server is not None:
         rows["ratiowatch, server up"] = ratiowatch_log(server[0], home + "/up", "online")
-    rows.update(competitors(home))
     try:
-        results = {name: measure(call, args.calls, args.pace) for name, call in rows.items()}
+        results = round_robin(rows, args.calls, args.pace)
     finally:
         if server is not None:
             server[1].terminate()
+    for name, call, teardown in competitors(home):
+        timed(call, range(min(1000, args.calls)), args.pace)  # warm-up
+        results[name] = summary(timed(call, range(args.calls, 2 * args.calls), args.pace))
+        teardown()
     floor_median, _ = results["queue.put_nowait (floor)"]
-    print(f"{'call':34} {'median us':>10} {'p99 us':>10} {'x floor (median)':>17}")
+    minimal_median, _ = results["minimal log(**40 scalars)"]
+    print(f"{'call':34} {'median us':>10} {'p99 us':>10} {'x put_nowait':>13} {'x minimal':>10}")
     for name, (median, p99) in results.items():
-        print(f"{name:34} {median:10.2f} {p99:10.2f} {median / floor_median:17.1f}")
+        print(
+            f"{name:34} {median:10.2f} {p99:10.2f} {median / floor_median:13.1f}"
+            f" {median / minimal_median:10.2f}"
+        )
 
 
 if __name__ == "__main__":
