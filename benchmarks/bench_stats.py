@@ -6,7 +6,8 @@ Cases, measured side by side (round-robin, so machine noise hits them alike):
   numpy pass per statistic and ``np.quantile`` for the quantiles;
 - numpy / numba: ``compute_step_partials(...)``, what ``run.log`` computes on the caller's thread
   (validation, the kernel, the k-hat tail; ``finalize`` runs on the sender thread), with the host
-  kernel forced to ``reduce_numpy`` or ``reduce_numba`` (1 thread, or numba's default);
+  kernel forced to ``reduce_numpy_tail`` or ``reduce_numba_tail`` (1 thread, or the default: numba's
+  threads, and one band of rows per core for numpy);
   ``+finalize`` adds the sender thread's part; ``kernel`` rows time the kernel alone;
 - torch kernel cpu: the device kernel (``stats_torch``) on CPU tensors, for reference.
 
@@ -77,7 +78,8 @@ def naive(logp: np.ndarray, logp_old: np.ndarray, mask: np.ndarray) -> dict[str,
 
 
 def use_kernel(reducer: Any, threads: int) -> Callable[[], None]:
-    """Setup forcing the host kernel ``compute_step_partials`` uses, and numba's thread count.
+    """Setup forcing the host kernel ``compute_step_partials`` uses, and the thread count of
+    numba and of the numpy kernel's row bands.
 
     ``stats`` imports ``reduce_cpu`` from ``stats_numpy`` on each call, so rebinding it there is
     enough (``reducer`` returns the k-hat tail too); ``main`` restores it at the end.
@@ -88,6 +90,7 @@ def use_kernel(reducer: Any, threads: int) -> Callable[[], None]:
 
         stats_numpy.reduce_cpu = reducer
         numba.set_num_threads(threads)
+        stats_numpy._POOL.threads = threads
 
     return setup
 
@@ -104,15 +107,17 @@ def cases(step: dict[str, Any], small: bool) -> dict[str, tuple[Setup, Case]]:
     tensors = {k: torch.from_numpy(v) for k, v in step.items()}
     low, high = np.log1p(-CLIP), np.log1p(CLIP)
     threads = numba.config.NUMBA_NUM_THREADS
-    numpy_kernel, numba_1, numba_n = (
+    numpy_kernel, numpy_n, numba_1, numba_n = (
         use_kernel(stats_numpy.reduce_numpy_tail, 1),
+        use_kernel(stats_numpy.reduce_numpy_tail, threads),
         use_kernel(reduce_numba_tail, 1),
         use_kernel(reduce_numba_tail, threads),
     )
     table: dict[str, tuple[Setup, Case]] = {
         "floor": (numpy_kernel, lambda: logp.sum() + logp_old.sum() + np.count_nonzero(mask)),
         "naive numpy": (numpy_kernel, lambda: naive(logp, logp_old, mask)),
-        "numpy": (numpy_kernel, lambda: compute_step_partials(**step)),
+        "numpy 1 thread": (numpy_kernel, lambda: compute_step_partials(**step)),
+        f"numpy {threads} threads": (numpy_n, lambda: compute_step_partials(**step)),
         "numba 1 thread": (numba_1, lambda: compute_step_partials(**step)),
         f"numba {threads} threads": (numba_n, lambda: compute_step_partials(**step)),
         "numba +finalize": (numba_n, lambda: compute_step_partials(**step)["ppo"].finalize()),
@@ -129,7 +134,7 @@ def cases(step: dict[str, Any], small: bool) -> dict[str, tuple[Setup, Case]]:
         ),
     }
     if small:  # one thread throughout
-        del table[f"numba {threads} threads"]
+        del table[f"numba {threads} threads"], table[f"numpy {threads} threads"]
         table["numba +finalize"] = (numba_1, table["numba +finalize"][1])
         table["numba kernel"] = (numba_1, table["numba kernel"][1])
     return table

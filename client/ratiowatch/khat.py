@@ -158,12 +158,15 @@ class TailScreen:
             self.floor = float(best.min())
 
     def offer(self, x: Float64Array, valid: npt.NDArray[np.bool_]) -> None:
-        """Screen exact float64 log-ratios ``x``, of which only those where ``valid`` count."""
+        """Screen exact float64 log-ratios ``x``, of which only those where ``valid`` count
+        (and are finite)."""
+        if self.floor == -math.inf:  # nothing to beat yet: every valid value is a candidate
+            self.add(x[valid])
+            return
         candidates = np.flatnonzero(x > self.bound())
         if candidates.size:
             candidates = candidates[valid[candidates]]
-            values = x[candidates]
-            self.add(values[values < math.inf])
+            self.add(x[candidates])
 
     def result(self) -> Float64Array:
         return merge_tails(*self._pool) if self._pool else np.zeros(0)

@@ -101,8 +101,9 @@ def _reduce_rows_in_parallel(
 ) -> TailReduction:
     """``_reduce_chunks`` over bands of rows, one per thread for large steps, then combined.
 
-    numpy releases the GIL inside each chunk-sized ufunc call, so threads scale with cores; every
-    result part merges exactly (scalar rows stack, bins add, sequences concatenate, tails merge).
+    numpy releases the GIL inside its elementwise ufuncs (though not in its reductions or in
+    ``bincount``), so two threads take the time of 1.4 (docs/benchmarks.md); every result part
+    merges exactly (scalar rows stack, bins add, sequences concatenate, tails merge).
     """
     bands = _row_bands(new.shape)
     if len(bands) == 1:
