@@ -92,7 +92,8 @@ class Sender:
 
     def submit(self, closed: ClosedStep) -> None:
         """Enqueue. Only when the queue is full (the sender thread is far behind) does the caller
-        write the spool itself: the whole queue, then this record, so none overtakes another."""
+        write the spool itself: the whole queue, then this record, so none overtakes another. It
+        may wait for the sender to finish spooling a batch, never for the network."""
         if len(self._queue) < self.queue_size:
             self._queue.append(closed)
             return
@@ -156,7 +157,7 @@ class Sender:
             self._wake.wait(self.linger)
             self._wake.clear()
         with self._spool_lock:
-            self._spool_batch(self._take_batch())
+            self._spool_batch(self._take_batch(), send_if_unspoolable=online)
         if online and self._unsent and self._backoff.ready():
             self._send_spool_head()
 
@@ -173,15 +174,23 @@ class Sender:
             batch = self._take_batch()
         self._spool_batch(list(newest))
 
-    def _spool_batch(self, batch: list[ClosedStep]) -> None:
+    def _spool_batch(self, batch: list[ClosedStep], *, send_if_unspoolable: bool = False) -> None:
+        """Append ``batch`` to the spool. If the disk refuses it (full, read-only, at the cap) and
+        ``send_if_unspoolable``, post it straight away: a broken disk must not cost the records
+        a healthy server can take. Only the sender thread asks for that; the trainer's thread
+        never waits on the network."""
         try:
-            if batch:
-                self.spool.append([closed.to_record() for closed in batch])
+            if not batch:
+                return
+            records = [closed.to_record() for closed in batch]
+            try:
+                self.spool.append(records)
                 self._unsent = True
-        except SpoolFull:
-            self.guard.count_lost("spool_cap", len(batch))
-        except OSError:
-            self.guard.count_lost("spool_unwritable", len(batch))
+            except (SpoolFull, OSError) as exc:
+                sent = send_if_unspoolable and self._send([r.encode() for r in records])
+                if not sent:
+                    reason = "spool_cap" if isinstance(exc, SpoolFull) else "spool_unwritable"
+                    self.guard.count_lost(reason, len(records))
         finally:
             self._in_flight = 0
 

@@ -93,3 +93,22 @@ def test_a_full_queue_during_slow_requests_keeps_every_step_in_order(
     assert _stored_steps(live_server.url, run.id) == list(range(100))
     run.close()
     assert not run.guard.lost
+
+
+def test_an_unwritable_spool_does_not_cost_the_steps_a_live_server_takes(
+    tmp_path: Path,
+    live_server,  # type: ignore[no-untyped-def]
+) -> None:
+    run = ratiowatch.init(project="t", url=live_server.url, home=tmp_path)
+    assert run._sender is not None
+
+    def disk_full(records: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    run._sender.spool.append = disk_full  # type: ignore[method-assign]
+    for step in range(30):
+        run.log(step, loss=float(step))
+    assert run.flush(timeout=30)
+    assert _stored_steps(live_server.url, run.id) == list(range(30))
+    run.close()
+    assert not run.guard.lost
