@@ -2,12 +2,12 @@
 
     python benchmarks/bench_log.py [--calls 20000] [--pace 0]
 
-Prints median and p99 per call in microseconds, and each as a ratio to a bare
-``queue.put_nowait`` of the same record and to the minimal Python ``log(step, **scalars)`` that
+Prints median, p99 and max per call in microseconds, and the median as a ratio to a bare
+``queue.put_nowait`` of a ready record and to the minimal Python ``log(step, **scalars)`` that
 merges the scalars into a record and enqueues it; one row logs a whole 4,096-token PPO step
 instead. Rows for wandb (offline), MLflow (asynchronous ``log_metrics``) and torch's
-``SummaryWriter`` appear when those packages are importable. Each ratiowatch run is flushed
-(untimed) after its row, so no row's sender thread is still busy during the next row.
+``SummaryWriter`` appear when those packages are importable (see ``competitors``); the other rows
+are measured round-robin (see ``round_robin``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def timed(call: Call, steps: range, pace: float) -> list[float]:
 
 def round_robin(rows: dict[str, Call], calls: int, pace: float, rounds: int = 10) -> Results:
     """Each row ``calls`` times, in ``rounds`` alternating blocks so that the machine's drift
-    hits every row alike; the ratiowatch runs are flushed (untimed) after each block."""
+    hits every row alike; ``SETTLE`` runs after each block."""
     durations: dict[str, list[float]] = {name: [] for name in rows}
     for call in rows.values():
         timed(call, range(min(1000, calls)), pace)  # warm-up
@@ -63,25 +63,27 @@ def round_robin(rows: dict[str, Call], calls: int, pace: float, rounds: int = 10
         steps = range(calls + round_ * block, calls + (round_ + 1) * block)
         for name, call in rows.items():
             durations[name] += timed(call, steps, pace)
-            for run in RUNS:
-                run.flush(timeout=120)
+            for settle in SETTLE:
+                settle()
     return {name: summary(values) for name, values in durations.items()}
 
 
-def summary(durations: list[float]) -> tuple[float, float]:
-    """(median, p99) in microseconds."""
+def summary(durations: list[float]) -> tuple[float, float, float]:
+    """(median, p99, max) in microseconds."""
     durations = sorted(durations)
-    return statistics.median(durations), durations[int(0.99 * len(durations))]
+    return statistics.median(durations), durations[int(0.99 * len(durations))], durations[-1]
 
 
 def bare_queue() -> Call:
     sink: queue.Queue[object] = queue.Queue()
+    SETTLE.append(sink.queue.clear)
     return lambda step: sink.put_nowait((step, SCALARS))
 
 
 def minimal_log() -> Call:
     """The floor of the call itself: take 40 keyword scalars, merge them into a record, enqueue."""
     sink: queue.Queue[object] = queue.Queue()
+    SETTLE.append(sink.queue.clear)
 
     def log(step: int, **scalars: float) -> None:
         record: dict[str, float] = {"step": step}
@@ -91,13 +93,16 @@ def minimal_log() -> Call:
     return lambda step: log(step, **SCALARS)
 
 
-RUNS: list[ratiowatch.Run] = []
-Results = dict[str, tuple[float, float]]
+# Run (untimed) after each block: what each row's consumer would have done meanwhile, so that
+# no row's backlog (a sender thread's work, or records piling up for the garbage collector to
+# traverse) spills into the next row's timings.
+SETTLE: list[Callable[[], object]] = []
+Results = dict[str, tuple[float, float, float]]
 
 
 def ratiowatch_log(url: str, home: str, mode: str) -> Call:
     run = ratiowatch.init(project="bench", url=url, home=home, mode=mode)
-    RUNS.append(run)
+    SETTLE.append(lambda: run.flush(timeout=120))
     return lambda step: run.log(step, **SCALARS)
 
 
@@ -108,7 +113,7 @@ def ratiowatch_log_arrays(home: str) -> Call:
     logp = (logp_old + rng.normal(0.0, 0.05, (8, 512))).astype(np.float32)
     mask = rng.random((8, 512)) < 0.8
     run = ratiowatch.init(project="bench", home=home, mode="offline")
-    RUNS.append(run)
+    SETTLE.append(lambda: run.flush(timeout=120))
     return lambda step: run.log(step, logp=logp, logp_old=logp_old, mask=mask, grad_norm=1.0)
 
 
@@ -213,12 +218,15 @@ def main() -> None:
         timed(call, range(min(1000, args.calls)), args.pace)  # warm-up
         results[name] = summary(timed(call, range(args.calls, 2 * args.calls), args.pace))
         teardown()
-    floor_median, _ = results["queue.put_nowait (floor)"]
-    minimal_median, _ = results["minimal log(**40 scalars)"]
-    print(f"{'call':34} {'median us':>10} {'p99 us':>10} {'x put_nowait':>13} {'x minimal':>10}")
-    for name, (median, p99) in results.items():
+    floor_median = results["queue.put_nowait (floor)"][0]
+    minimal_median = results["minimal log(**40 scalars)"][0]
+    print(
+        f"{'call':34} {'median us':>10} {'p99 us':>10} {'max us':>10}"
+        f" {'x put_nowait':>13} {'x minimal':>10}"
+    )
+    for name, (median, p99, worst) in results.items():
         print(
-            f"{name:34} {median:10.2f} {p99:10.2f} {median / floor_median:13.1f}"
+            f"{name:34} {median:10.2f} {p99:10.2f} {worst:10.0f} {median / floor_median:13.1f}"
             f" {median / minimal_median:10.2f}"
         )
 

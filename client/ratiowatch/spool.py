@@ -50,9 +50,13 @@ class Spool:
 
     def append(self, records: Sequence[StepRecord]) -> None:
         """Durably append ``records`` (raises SpoolFull past the cap, OSError if unwritable)."""
-        if not records:
+        self.append_encoded([record.encode() for record in records])
+
+    def append_encoded(self, encoded: Sequence[bytes]) -> None:
+        """``append``, for records already encoded by :meth:`StepRecord.encode`."""
+        if not encoded:
             return
-        data = b"".join(record.encode() + b"\n" for record in records)
+        data = b"".join(line + b"\n" for line in encoded)
         with self._lock:
             if self._size_bytes() + len(data) > self.cap_bytes:
                 raise SpoolFull(f"spool {self.directory} is at its cap of {self.cap_bytes} bytes")

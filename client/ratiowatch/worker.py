@@ -12,6 +12,7 @@ at most the last ``linger`` seconds.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from ratiowatch.step import ClosedStep
 from ratiowatch.transport import HttpTransport, RejectedError, TransportError, UnknownRunError
 
 AlertSink = Callable[[list[dict[str, Any]]], None]
+GIL_SLICE = 0.0005  # seconds of encoding between hand-overs of the GIL and of the spool lock
 
 
 class Backoff:
@@ -92,13 +94,12 @@ class Sender:
 
     def submit(self, closed: ClosedStep) -> None:
         """Enqueue. Only when the queue is full (the sender thread is far behind) does the caller
-        write the spool itself: the whole queue, then this record, so none overtakes another. It
-        may wait for the sender to finish spooling a batch, never for the network."""
-        if len(self._queue) < self.queue_size:
-            self._queue.append(closed)
-            return
-        with self._spool_lock:
-            self._spool_queue(closed)
+        move the oldest records to the spool itself, one slice's worth: none is overtaken, no
+        single call pays for many, and it waits at most for the sender's slice, never for the
+        network."""
+        if len(self._queue) >= self.queue_size:
+            self._spool_slice(self.batch_size, send_if_unspoolable=False)
+        self._queue.append(closed)
 
     def pending(self) -> int:
         """Records not yet acknowledged by the server (queued, being spooled, or spooled)."""
@@ -131,8 +132,9 @@ class Sender:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-        with self.guard.contained("sender.stop"), self._spool_lock:
-            self._spool_queue()
+        with self.guard.contained("sender.stop"):
+            while self._queue:
+                self._spool_slice(len(self._queue), send_if_unspoolable=False, budget=math.inf)
 
     def _settled(self) -> bool:
         """Nothing in memory, and nothing spooled unless offline, where the spool is the
@@ -156,43 +158,50 @@ class Sender:
         ):
             self._wake.wait(self.linger)
             self._wake.clear()
-        with self._spool_lock:
-            self._spool_batch(self._take_batch(), send_if_unspoolable=online)
+        moved = 0
+        while self._queue and moved < self.batch_size:
+            moved += self._spool_slice(self.batch_size - moved, send_if_unspoolable=online)
+            time.sleep(0)  # hands the GIL to a trainer thread waiting for it, if there is one
         if online and self._unsent and self._backoff.ready():
             self._send_spool_head()
 
-    def _take_batch(self) -> list[ClosedStep]:
-        count = min(len(self._queue), self.batch_size)
-        self._in_flight = count
-        return [self._queue.popleft() for _ in range(count)]
+    def _spool_slice(
+        self, most: int, *, send_if_unspoolable: bool, budget: float = GIL_SLICE
+    ) -> int:
+        """Move up to ``most`` of the oldest queued records to the spool, for at most ``budget``
+        seconds of encoding (at least one record), in one durable append; how many it moved.
 
-    def _spool_queue(self, *newest: ClosedStep) -> None:
-        """Everything queued, then ``newest``, to the spool in order (under ``_spool_lock``)."""
-        batch = self._take_batch()
-        while batch:
-            self._spool_batch(batch)
-            batch = self._take_batch()
-        self._spool_batch(list(newest))
-
-    def _spool_batch(self, batch: list[ClosedStep], *, send_if_unspoolable: bool = False) -> None:
-        """Append ``batch`` to the spool. If the disk refuses it (full, read-only, at the cap) and
-        ``send_if_unspoolable``, post it straight away: a broken disk must not cost the records
-        a healthy server can take. Only the sender thread asks for that; the trainer's thread
-        never waits on the network."""
-        try:
-            if not batch:
-                return
-            records = [closed.to_record() for closed in batch]
+        The lock is held from the first record leaving the queue to the append, so nothing
+        overtakes; short slices keep both the trainer's wait for the lock and its wait for the
+        GIL short (CPython lets a thread that wants the GIL wait a whole switch interval, 5 ms).
+        If the disk refuses the records (full, read-only, at the cap) and
+        ``send_if_unspoolable``, they are posted straight away: a broken disk must not cost what
+        a healthy server can take. Only the sender thread asks for that.
+        """
+        with self._spool_lock:
+            encoded: list[bytes] = []
             try:
-                self.spool.append(records)
-                self._unsent = True
-            except (SpoolFull, OSError) as exc:
-                sent = send_if_unspoolable and self._send([r.encode() for r in records])
-                if not sent:
-                    reason = "spool_cap" if isinstance(exc, SpoolFull) else "spool_unwritable"
-                    self.guard.count_lost(reason, len(records))
-        finally:
-            self._in_flight = 0
+                started = time.perf_counter()
+                while self._queue and len(encoded) < most:
+                    self._in_flight += 1  # before it leaves the queue: see _in_memory
+                    encoded.append(self._queue.popleft().to_record().encode())
+                    if time.perf_counter() - started >= budget:
+                        break
+                self._append(encoded, send_if_unspoolable)
+            finally:
+                self._in_flight = 0
+            return len(encoded)
+
+    def _append(self, encoded: list[bytes], send_if_unspoolable: bool) -> None:
+        if not encoded:
+            return
+        try:
+            self.spool.append_encoded(encoded)
+            self._unsent = True
+        except (SpoolFull, OSError) as exc:
+            if not (send_if_unspoolable and self._send(encoded)):
+                reason = "spool_cap" if isinstance(exc, SpoolFull) else "spool_unwritable"
+                self.guard.count_lost(reason, len(encoded))
 
     def _send_spool_head(self) -> None:
         encoded, cursor = self.spool.read_encoded(self.batch_size)

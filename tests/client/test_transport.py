@@ -105,7 +105,7 @@ def test_an_unwritable_spool_does_not_cost_the_steps_a_live_server_takes(
     def disk_full(records: object) -> None:
         raise OSError(28, "No space left on device")
 
-    run._sender.spool.append = disk_full  # type: ignore[method-assign]
+    run._sender.spool.append_encoded = disk_full  # type: ignore[method-assign]
     for step in range(30):
         run.log(step, loss=float(step))
     assert run.flush(timeout=30)
