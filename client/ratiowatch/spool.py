@@ -64,10 +64,18 @@ class Spool:
             tail = segments[-1] if segments else self._segment_path(0)
             if tail.exists() and tail.stat().st_size + len(data) > SEGMENT_BYTES:
                 tail = self._segment_path(_segment_number(tail) + 1)
-            with open(tail, "ab") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            with open(tail, "ab", buffering=0) as handle:  # unbuffered: no write left for close
+                start = handle.tell()
+                try:
+                    unwritten = memoryview(data)
+                    while unwritten:  # a full disk may take part of it before refusing the rest
+                        unwritten = unwritten[handle.write(unwritten) :]
+                    os.fsync(handle.fileno())
+                except OSError:
+                    # A partial write (disk full) would fuse with the next record into one bad
+                    # line; cut it, so that every line stays one whole record.
+                    handle.truncate(start)
+                    raise
 
     def pending(self) -> bool:
         with self._lock:

@@ -185,9 +185,11 @@ def _reduce_chunks(
 
 
 class _ThreadPool:
-    """A lazily started thread pool, started afresh in a forked child (whose copy has no threads).
+    """A lazily started thread pool, started afresh in a forked child (whose copy has no threads,
+    and may hold a lock some other thread held at the fork).
 
-    The calling thread takes the first part itself, so one part costs no hand-off.
+    The calling thread takes the first part itself, so one part costs no hand-off; if the pool
+    cannot take work (the interpreter is shutting down), the caller does all of it.
     """
 
     def __init__(self) -> None:
@@ -195,19 +197,23 @@ class _ThreadPool:
         self.threads = max(1, min(cpus or 1, _MAX_THREADS))
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._pid = 0
+        self._pid = os.getpid()
 
     def map(
         self, work: Callable[[slice], TailReduction], parts: list[slice]
     ) -> list[TailReduction]:
+        if self._pid != os.getpid():
+            self._lock, self._executor, self._pid = threading.Lock(), None, os.getpid()
         with self._lock:
-            if self._executor is None or self._pid != os.getpid():
+            if self._executor is None:
                 self._executor = ThreadPoolExecutor(
                     self.threads - 1, thread_name_prefix="ratiowatch-stats"
                 )
-                self._pid = os.getpid()
             executor = self._executor
-        others = [executor.submit(work, part) for part in parts[1:]]
+        try:
+            others = [executor.submit(work, part) for part in parts[1:]]
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            return [work(part) for part in parts]
         first = work(parts[0])
         return [first, *(future.result() for future in others)]
 

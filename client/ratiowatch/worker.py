@@ -98,7 +98,7 @@ class Sender:
         single call pays for many, and it waits at most for the sender's slice, never for the
         network."""
         if len(self._queue) >= self.queue_size:
-            self._spool_slice(self.batch_size, send_if_unspoolable=False)
+            self._spool_or_count(self.batch_size)
         self._queue.append(closed)
 
     def pending(self) -> int:
@@ -134,7 +134,7 @@ class Sender:
         self._thread.join(timeout)
         with self.guard.contained("sender.stop"):
             while self._queue:
-                self._spool_slice(len(self._queue), send_if_unspoolable=False, budget=math.inf)
+                self._spool_or_count(len(self._queue), budget=math.inf)
 
     def _settled(self) -> bool:
         """Nothing in memory, and nothing spooled unless offline, where the spool is the
@@ -160,54 +160,84 @@ class Sender:
             self._wake.clear()
         moved = 0
         while self._queue and moved < self.batch_size:
-            moved += self._spool_slice(self.batch_size - moved, send_if_unspoolable=online)
+            taken, refused = self._spool_slice(self.batch_size - moved)
+            moved += taken
+            if refused is not None:
+                self._rescue(*refused)
             time.sleep(0)  # hands the GIL to a trainer thread waiting for it, if there is one
         if online and self._unsent and self._backoff.ready():
             self._send_spool_head()
 
     def _spool_slice(
-        self, most: int, *, send_if_unspoolable: bool, budget: float = GIL_SLICE
-    ) -> int:
+        self, most: int, budget: float = GIL_SLICE
+    ) -> tuple[int, tuple[list[bytes], str] | None]:
         """Move up to ``most`` of the oldest queued records to the spool, for at most ``budget``
-        seconds of encoding (at least one record), in one durable append; how many it moved.
+        seconds of encoding (at least one record), in one durable append.
 
-        The lock is held from the first record leaving the queue to the append, so nothing
-        overtakes; short slices keep both the trainer's wait for the lock and its wait for the
-        GIL short (CPython lets a thread that wants the GIL wait a whole switch interval, 5 ms).
-        If the disk refuses the records (full, read-only, at the cap) and
-        ``send_if_unspoolable``, they are posted straight away: a broken disk must not cost what
-        a healthy server can take. Only the sender thread asks for that.
+        Returns how many records left the queue, and those the disk refused (full, read-only,
+        at the cap) with the reason, for the caller to rescue or count as lost. The lock is held
+        from the first record leaving the queue to the append, so nothing overtakes; short
+        slices keep the trainer's waits for the lock and for the GIL short (CPython lets a
+        thread that wants the GIL wait a whole switch interval, 5 ms).
         """
         with self._spool_lock:
-            encoded: list[bytes] = []
+            taken, encoded = 0, []
             try:
                 started = time.perf_counter()
-                while self._queue and len(encoded) < most:
+                while self._queue and taken < most:
                     self._in_flight += 1  # before it leaves the queue: see _in_memory
-                    encoded.append(self._queue.popleft().to_record().encode())
+                    line = self._encode(self._queue.popleft())
+                    taken += 1
+                    if line is not None:
+                        encoded.append(line)
                     if time.perf_counter() - started >= budget:
                         break
-                self._append(encoded, send_if_unspoolable)
+                refused = self._append(encoded)
             finally:
                 self._in_flight = 0
-            return len(encoded)
+        return taken, None if refused is None else (encoded, refused)
 
-    def _append(self, encoded: list[bytes], send_if_unspoolable: bool) -> None:
+    def _spool_or_count(self, most: int, budget: float = GIL_SLICE) -> None:
+        """``_spool_slice``, counting what the disk refuses as lost (the trainer's thread and
+        ``stop`` never post)."""
+        _, refused = self._spool_slice(most, budget)
+        if refused is not None:
+            self.guard.count_lost(refused[1], len(refused[0]))
+
+    def _encode(self, closed: ClosedStep) -> bytes | None:
+        """The step's record, finalised and encoded; None (counted lost) if that fails."""
+        with self.guard.contained("encoding a step record"):
+            return closed.to_record().encode()
+        self.guard.count_lost("unencodable")
+        return None
+
+    def _append(self, encoded: list[bytes]) -> str | None:
+        """Append to the spool; None, or why the disk refused."""
         if not encoded:
-            return
+            return None
         try:
             self.spool.append_encoded(encoded)
-            self._unsent = True
-        except (SpoolFull, OSError) as exc:
-            if not (send_if_unspoolable and self._send(encoded)):
-                reason = "spool_cap" if isinstance(exc, SpoolFull) else "spool_unwritable"
-                self.guard.count_lost(reason, len(encoded))
+        except SpoolFull:
+            return "spool_cap"
+        except OSError:
+            return "spool_unwritable"
+        self._unsent = True
+        return None
+
+    def _rescue(self, encoded: list[bytes], reason: str) -> None:
+        """Post records the disk refused, so that a broken disk does not cost what a healthy
+        server can take; only when that overtakes nothing (nothing unsent waits in the spool)
+        and the server is not being backed off from. Otherwise they are lost, and counted."""
+        postable = self.transport is not None and not self._unsent and self._backoff.ready()
+        if not (postable and self._send(encoded)):
+            self.guard.count_lost(reason, len(encoded))
 
     def _send_spool_head(self) -> None:
         encoded, cursor = self.spool.read_encoded(self.batch_size)
         if not encoded or self._send(encoded):
             self.spool.ack(cursor)
-            self._unsent = self.spool.pending()
+            with self._spool_lock:  # a trainer's spill may be setting it meanwhile
+                self._unsent = self.spool.pending()
 
     def _send(self, encoded: Sequence[bytes]) -> bool:
         """True when the server has the records (stored, duplicate, or rejected and counted)."""

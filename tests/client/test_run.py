@@ -122,6 +122,33 @@ def test_a_full_queue_spills_to_the_spool_in_order(tmp_path: Path) -> None:
     assert [record.step for record in records] == list(range(50))
 
 
+def test_a_scalar_that_cannot_become_a_float_costs_its_step_counted(tmp_path: Path) -> None:
+    from ratiowatch import guard
+
+    guard.strict(False)  # this test is about what production does with the failure
+
+    class AddsToAFloat:  # passes log's one-sum check, then fails float() in the sender
+        def __radd__(self, other: object) -> float:
+            return 0.0
+
+    run = ratiowatch.init(project="p", mode="offline", home=tmp_path)
+    run.log(0, loss=1.0)
+    run.log(1, loss=AddsToAFloat())
+    run.log(2, loss=2.0)
+    run.close()
+    assert run._sender is not None
+    records, _ = run._sender.spool.read(10)
+    assert [record.step for record in records] == [0, 2]
+    assert run.guard.lost["unencodable"] == 1
+
+
+def test_scalars_that_break_the_fast_check_are_named(tmp_path: Path) -> None:
+    run = ratiowatch.init(project="p", mode="offline", home=tmp_path)
+    with pytest.raises(InvalidTypeError, match="first"):  # sum() raises ValueError on these
+        run.log(0, first=np.zeros(2), second=np.zeros(3))
+    run.close()
+
+
 def test_disabled_mode_does_nothing(tmp_path: Path) -> None:
     run = ratiowatch.init(project="p", mode="disabled", home=tmp_path)
     run.log(0, logp=np.zeros(3), logp_old=np.zeros(3), loss=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,31 @@ def test_cap_refuses_instead_of_filling_the_disk(tmp_path: Path) -> None:
     spool.append(_records(0, 2))
     with pytest.raises(SpoolFull):
         spool.append(_records(2, 20))
+
+
+def test_a_partial_write_on_a_full_disk_is_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Otherwise the torn line would fuse with the next record into one unreadable line."""
+    import io
+
+    class FillsUp(io.FileIO):
+        """Takes 10 bytes of the first write, then refuses, as a disk that fills up does."""
+
+        def write(self, data: object) -> int:
+            if self.tell() > start_size:
+                raise OSError(28, "No space left on device")
+            return super().write(bytes(memoryview(data))[:10])  # type: ignore[arg-type]
+
+    spool = Spool(tmp_path)
+    spool.append(_records(0, 2))
+    start_size = sum(path.stat().st_size for path in tmp_path.glob("seg-*"))
+    monkeypatch.setattr(
+        spool_module, "open", lambda path, mode, buffering: FillsUp(path, mode), raising=False
+    )
+    with pytest.raises(OSError):
+        spool.append(_records(2, 4))
+    monkeypatch.undo()
+    spool.append(_records(4, 6))
+    encoded, _ = spool.read_encoded(10)
+    assert [json.loads(line)["step"] for line in encoded] == [0, 1, 4, 5]

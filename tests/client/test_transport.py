@@ -112,3 +112,28 @@ def test_an_unwritable_spool_does_not_cost_the_steps_a_live_server_takes(
     assert _stored_steps(live_server.url, run.id) == list(range(30))
     run.close()
     assert not run.guard.lost
+
+
+def test_records_a_full_spool_refuses_are_counted_and_its_backlog_still_arrives(
+    tmp_path: Path,
+    live_server,  # type: ignore[no-untyped-def]
+) -> None:
+    from ratiowatch import guard
+
+    guard.strict(False)
+    port = _free_port()
+    run = ratiowatch.init(project="t", url=f"http://127.0.0.1:{port}", home=tmp_path)
+    sender = run._sender
+    assert sender is not None
+    for step in range(5):  # server away: these wait in the spool
+        run.log(step, loss=float(step))
+    assert run.flush(timeout=10) is False
+    sender.spool.cap_bytes = 0  # now the spool is at its cap
+    for step in range(5, 10):
+        run.log(step, loss=float(step))
+    assert run.flush(timeout=10) is False
+    sender.transport.base = live_server.url + "/api/v1"  # type: ignore[union-attr]
+    assert run.flush(timeout=30)
+    assert _stored_steps(live_server.url, run.id) == [0, 1, 2, 3, 4]
+    assert run.guard.lost["spool_cap"] == 5
+    run.close()
