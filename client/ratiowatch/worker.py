@@ -5,9 +5,10 @@
 touches the network and, unless the queue is full, never the disk, and it wakes nobody. The sender
 thread looks every ``linger`` seconds (and at once on ``flush``): it appends what is queued to the
 spool, durably, then posts from the spool's head and acknowledges what the server stored. One
-ordered log on disk makes the order of arrival the order of logging whatever fails and when, lets
-a full queue spill to the same log without overtaking anything, and means a killed trainer loses
-at most the last ``linger`` seconds.
+ordered log on disk makes the order of arrival the order of logging whatever fails and when, and
+lets a full queue spill to the same log without overtaking anything. A killed trainer loses what
+was still queued: normally the last ``linger`` seconds, more while a request hangs (the sender
+spools between requests, and a request may take the transport's timeout).
 """
 
 from __future__ import annotations
