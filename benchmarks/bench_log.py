@@ -1,6 +1,6 @@
 """Cost of ``run.log(step, **40 scalars)`` beside its floors and other trackers, in one run.
 
-    python benchmarks/bench_log.py [--calls 20000] [--pace 0]
+    python benchmarks/bench_log.py [--calls 20000] [--pace 0] [--no-settle]
 
 Prints median, p99 and max per call in microseconds, and the median as a ratio to a bare
 ``queue.put_nowait`` of a ready record and to the minimal Python ``log(step, **scalars)`` that
@@ -52,9 +52,11 @@ def timed(call: Call, steps: range, pace: float) -> list[float]:
     return durations
 
 
-def round_robin(rows: dict[str, Call], calls: int, pace: float, rounds: int = 10) -> Results:
+def round_robin(
+    rows: dict[str, Call], calls: int, pace: float, *, settle: bool, rounds: int = 10
+) -> Results:
     """Each row ``calls`` times, in ``rounds`` alternating blocks so that the machine's drift
-    hits every row alike; ``SETTLE`` runs after each block."""
+    hits every row alike; ``SETTLE`` runs after each block unless ``settle`` is False."""
     durations: dict[str, list[float]] = {name: [] for name in rows}
     for call in rows.values():
         timed(call, range(min(1000, calls)), pace)  # warm-up
@@ -63,8 +65,8 @@ def round_robin(rows: dict[str, Call], calls: int, pace: float, rounds: int = 10
         steps = range(calls + round_ * block, calls + (round_ + 1) * block)
         for name, call in rows.items():
             durations[name] += timed(call, steps, pace)
-            for settle in SETTLE:
-                settle()
+            for settle_row in SETTLE if settle else ():
+                settle_row()
     return {name: summary(values) for name, values in durations.items()}
 
 
@@ -193,6 +195,12 @@ def main() -> None:
     parser.add_argument(
         "--pace", type=float, default=0.0, help="seconds of GIL-free 'training' between calls"
     )
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="never flush between blocks: in a tight loop the sender falls behind, the queue "
+        "fills, and calls that find it full move records to the spool themselves",
+    )
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="ratiowatch-bench-")
     rows = {
@@ -210,7 +218,7 @@ def main() -> None:
     if server is not None:
         rows["ratiowatch, server up"] = ratiowatch_log(server[0], home + "/up", "online")
     try:
-        results = round_robin(rows, args.calls, args.pace)
+        results = round_robin(rows, args.calls, args.pace, settle=not args.no_settle)
     finally:
         if server is not None:
             server[1].terminate()

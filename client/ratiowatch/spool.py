@@ -35,6 +35,8 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self._segment, self._offset = self._load_cursor()
         self._drop_torn_tail()
+        # Kept rather than summed over every segment on each append (appends come every slice).
+        self._bytes = self._size_bytes()
 
     @classmethod
     def for_run(cls, root: Path, info: RunInfo, url: str) -> Spool:
@@ -58,7 +60,7 @@ class Spool:
             return
         data = b"".join(line + b"\n" for line in encoded)
         with self._lock:
-            if self._size_bytes() + len(data) > self.cap_bytes:
+            if self._bytes + len(data) > self.cap_bytes:
                 raise SpoolFull(f"spool {self.directory} is at its cap of {self.cap_bytes} bytes")
             segments = self._segments()
             tail = segments[-1] if segments else self._segment_path(0)
@@ -76,6 +78,7 @@ class Spool:
                     # line; cut it, so that every line stays one whole record.
                     handle.truncate(start)
                     raise
+            self._bytes += len(data)
 
     def pending(self) -> bool:
         with self._lock:
@@ -119,6 +122,7 @@ class Spool:
                 for path in self._segments():
                     path.unlink()
                 self._segment, self._offset = 0, 0
+            self._bytes = self._size_bytes()
             _atomic_write(self.directory / "cursor", f"{self._segment} {self._offset}".encode())
 
     def pending_records(self) -> int:

@@ -23,6 +23,18 @@ def _stored_steps(url: str, run_id: str) -> list[int]:
     return answer.json()["series"][0]["steps"]
 
 
+def _log_and_expect_every_step_stored(
+    run: ratiowatch.Run, url: str, *, steps: int, pause: float
+) -> None:
+    for step in range(steps):
+        run.log(step, loss=float(step))
+        time.sleep(pause)
+    assert run.flush(timeout=60)
+    assert _stored_steps(url, run.id) == list(range(steps))
+    run.close()
+    assert not run.guard.lost
+
+
 def test_server_down_at_start_then_up_receives_every_step_once_in_order(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -86,13 +98,7 @@ def test_a_full_queue_during_slow_requests_keeps_every_step_in_order(
         return post(*args, **kwargs)
 
     sender.transport.post_steps = slow_post  # type: ignore[method-assign]
-    for step in range(100):
-        run.log(step, loss=float(step))
-        time.sleep(0.002)
-    assert run.flush(timeout=60)
-    assert _stored_steps(live_server.url, run.id) == list(range(100))
-    run.close()
-    assert not run.guard.lost
+    _log_and_expect_every_step_stored(run, live_server.url, steps=100, pause=0.002)
 
 
 def test_an_unwritable_spool_does_not_cost_the_steps_a_live_server_takes(
@@ -106,12 +112,7 @@ def test_an_unwritable_spool_does_not_cost_the_steps_a_live_server_takes(
         raise OSError(28, "No space left on device")
 
     run._sender.spool.append_encoded = disk_full  # type: ignore[method-assign]
-    for step in range(30):
-        run.log(step, loss=float(step))
-    assert run.flush(timeout=30)
-    assert _stored_steps(live_server.url, run.id) == list(range(30))
-    run.close()
-    assert not run.guard.lost
+    _log_and_expect_every_step_stored(run, live_server.url, steps=30, pause=0.0)
 
 
 def test_records_a_full_spool_refuses_are_counted_and_its_backlog_still_arrives(
