@@ -79,6 +79,7 @@ class Sender:
         self.queue_size = queue_size
         self._queue: deque[ClosedStep] = deque()
         self._in_flight = 0  # taken from the queue, not yet in the spool
+        self._refused = 0  # refused by the disk, not yet posted or counted lost
         # Held from taking records off the queue until they are in the spool (never across a
         # request), so that whoever spools next cannot overtake them.
         self._spool_lock = threading.Lock()
@@ -105,7 +106,7 @@ class Sender:
     def pending(self) -> int:
         """Records not yet acknowledged by the server (queued, being spooled, or spooled)."""
         spooled = self.spool.pending_records() if self._unsent else 0
-        return len(self._queue) + self._in_flight + spooled
+        return len(self._queue) + self._in_flight + self._refused + spooled
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until the server has everything, retrying at once if it was away.
@@ -143,9 +144,9 @@ class Sender:
         return not self._in_memory() and not (self._unsent and self.transport is not None)
 
     def _in_memory(self) -> bool:
-        # Records are counted in flight before they leave the queue: always seen in one or the
-        # other.
-        return bool(self._queue) or self._in_flight > 0
+        # Records are counted in flight before they leave the queue, and refused before they
+        # stop being in flight: always seen in one place or another.
+        return bool(self._queue) or self._in_flight > 0 or self._refused > 0
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -194,6 +195,8 @@ class Sender:
                     if time.perf_counter() - started >= budget:
                         break
                 refused = self._append(encoded)
+                if refused is not None:
+                    self._refused += len(encoded)
             finally:
                 self._in_flight = 0
         return taken, None if refused is None else (encoded, refused)
@@ -204,6 +207,7 @@ class Sender:
         _, refused = self._spool_slice(most, budget)
         if refused is not None:
             self.guard.count_lost(refused[1], len(refused[0]))
+            self._settle_refused(len(refused[0]))
 
     def _encode(self, closed: ClosedStep) -> bytes | None:
         """The step's record, finalised and encoded; None (counted lost) if that fails."""
@@ -229,9 +233,16 @@ class Sender:
         """Post records the disk refused, so that a broken disk does not cost what a healthy
         server can take; only when that overtakes nothing (nothing unsent waits in the spool)
         and the server is not being backed off from. Otherwise they are lost, and counted."""
-        postable = self.transport is not None and not self._unsent and self._backoff.ready()
-        if not (postable and self._send(encoded)):
-            self.guard.count_lost(reason, len(encoded))
+        try:
+            postable = self.transport is not None and not self._unsent and self._backoff.ready()
+            if not (postable and self._send(encoded)):
+                self.guard.count_lost(reason, len(encoded))
+        finally:
+            self._settle_refused(len(encoded))
+
+    def _settle_refused(self, count: int) -> None:
+        with self._spool_lock:
+            self._refused -= count
 
     def _send_spool_head(self) -> None:
         encoded, cursor = self.spool.read_encoded(self.batch_size)

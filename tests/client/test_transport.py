@@ -112,6 +112,15 @@ def test_an_unwritable_spool_does_not_cost_the_steps_a_live_server_takes(
         raise OSError(28, "No space left on device")
 
     run._sender.spool.append_encoded = disk_full  # type: ignore[method-assign]
+    transport = run._sender.transport
+    assert transport is not None
+    post = transport.post_steps
+
+    def slow_post(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)  # flush must wait for records posted past the disk, not only the spool
+        return post(*args, **kwargs)
+
+    transport.post_steps = slow_post  # type: ignore[method-assign]
     _log_and_expect_every_step_stored(run, live_server.url, steps=30, pause=0.0)
 
 
