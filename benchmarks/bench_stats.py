@@ -100,8 +100,7 @@ def cases(step: dict[str, Any], small: bool) -> dict[str, tuple[Setup, Case]]:
     import numba
     import torch
 
-    from ratiowatch.stats_numba import reduce_numba
-    from ratiowatch.stats_numba_tail import reduce_numba_tail
+    from ratiowatch.stats_numba import reduce_numba, reduce_numba_tail
 
     logp, logp_old, mask = step["logp"], step["logp_old"], step["mask"]
     tensors = {k: torch.from_numpy(v) for k, v in step.items()}

@@ -4,8 +4,13 @@ Same contract and same numbers as ``stats_numpy.reduce_numpy`` (sums up to summa
 bins identical), but every token is read once: x, its validity, all sums, the clip counts, the
 per-row sums and the sketch bin are computed in one vectorised loop over a cache-sized piece, and
 the bins are then counted into a per-thread histogram. Large steps are split over numba's threads
-(``numba.set_num_threads``), each with its own sums and histogram, added at the end. Each piece's
-largest x is kept, for ``stats_numba_tail`` to find the k-hat tail without rereading most pieces.
+(``numba.set_num_threads``), each with its own sums and histogram, added at the end.
+
+The k-hat tail (``khat.top_numpy``'s result) is screened from each piece's x while they are
+still in the CPU cache: every thread keeps the valid x above a bar that rises to its
+``TAIL_SIZE``-th largest so far. On large steps this costs what a second pass over the pieces
+reaching the tail cost (with a tail of 4,096 values nearly every piece reaches it); small steps no
+longer pay a separate numpy pass for it.
 
 Two numba limits shape the loop (see ``numba_math``): it cannot vectorise ``math.expm1`` (a libm
 call per token), so expm1 is evaluated inline; nor a float max/min reduction, so the extremes are
@@ -25,6 +30,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from ratiowatch.khat import TAIL_SIZE, merge_tails
 from ratiowatch.numba_math import (
     ZERO_KEY,
     bits_as_float,
@@ -37,12 +43,15 @@ from ratiowatch.numba_pool import POOL
 from ratiowatch.sketch import INV_LN_GAMMA, KEY_OFFSET, MAX_KEY, NUM_BINS
 from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 
-__all__ = ["PARALLEL_MIN_TOKENS", "reduce_numba", "reduce_numba_parts"]
+__all__ = ["PARALLEL_MIN_TOKENS", "reduce_numba", "reduce_numba_tail"]
 
 # Steps smaller than this run on the calling thread: waking the pool costs more than it saves.
 PARALLEL_MIN_TOKENS = 1 << 16
-_PIECE = 1024  # tokens per piece: their bin indices (4 KiB) stay in L1 until counted; small pieces
-# also let stats_numba_tail skip more of the tokens (it rereads only pieces reaching the tail)
+_PIECE = 1024  # tokens per piece: their bin indices (4 KiB) stay in L1 until counted
+# Tail candidates a thread holds before it keeps only the TAIL_SIZE largest (and raises its bar);
+# ties with the bar are not candidates, so a step of equal x fills the buffer once.
+_TAIL_HELD = 2 * TAIL_SIZE
+_SUB = 64  # tokens the tail screen counts at a time, before copying any of them
 # Each thread counts into 4 interleaved histograms: consecutive tokens often share a bin, and one
 # histogram would chain every increment on the previous store to the same address.
 _WAYS = 4
@@ -67,6 +76,7 @@ _EMPTY_ROW = EMPTY_SCALARS.copy()
 _ZERO_BIN = -KEY_OFFSET  # dense bin of x = 0, where invalid tokens are parked and then removed
 _KEY_LOW = float(KEY_OFFSET)
 _KEY_HIGH = float(MAX_KEY + 1)
+_NEG_INF_BITS = -0x10000000000000  # the bits of -inf, as an int64
 
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
@@ -90,10 +100,12 @@ def _segment(
     span: tuple[int, int],
     thresholds: tuple[float, float],
     slots: Any,
+    values: Any,
     counts: Any,
     sums: Any,
 ) -> tuple[int, float]:
-    """Adds tokens ``span`` (within one row) to ``counts``/``sums``; their bins go to ``slots``.
+    """Adds tokens ``span`` (within one row) to ``counts``/``sums``; their bins go to ``slots``,
+    their x to ``values`` (-inf for invalid tokens), for the tail screen to reread from the cache.
 
     Returns the row's (count, sum of x) over the span. One loop on purpose: splitting it by
     statistic would read the tokens from memory again.
@@ -147,6 +159,7 @@ def _segment(
         if row_adv is not None:
             active += (above & positive) | (below & negative)
         slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))
+        values[j] = x + bits_as_float(_NEG_INF_BITS & (np.int64(keep) - 1))
     if n == 0:
         top, bottom = order_key(-math.inf), order_key(math.inf)
     elif n < size and ZERO_KEY in (top, bottom):  # a zero for an invalid token hid an extreme
@@ -252,17 +265,20 @@ def _block(
     out: Any,
     bins: Any,
     seq: tuple[Any, Any],
-    tops: Any,
-) -> None:
-    """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq, tops."""
+    tail: Any,
+) -> int:
+    """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq and tail
+    candidates; returns how many candidates ``tail`` holds."""
     new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
     slots = np.empty(_PIECE, dtype=np.int32)
+    values = np.empty(_PIECE)
     hist = np.empty(NUM_BINS * _WAYS, dtype=np.int64)  # bin-major, ways interleaved
     hist[_ZERO_BIN * _WAYS : (_ZERO_BIN + 1) * _WAYS] = 0
     extent = np.array([_ZERO_BIN, _ZERO_BIN])
     carry = np.zeros(_NUM_FIELDS)
     counts = np.empty(7, dtype=np.int64)
     sums = np.empty(4)
+    held, bar = 0, -math.inf
     for start in range(span[0], span[1], _PIECE):
         stop = min(start + _PIECE, span[1])
         counts[:] = 0
@@ -273,12 +289,14 @@ def _block(
             row = at // width
             end = min(stop, (row + 1) * width)
             n, sum_x = _segment(new, old, mask, token_adv, row_adv, row, (at, end), thresholds,
-                                slots[at - start : end - start], counts, sums)  # fmt: skip
+                                slots[at - start : end - start], values[at - start : end - start],
+                                counts, sums)  # fmt: skip
             seq[0][row] += sum_x
             seq[1][row] += n
             at = end
         n, top = counts[_VALID], key_value(counts[_TOP])
-        tops[(start - span[0]) // _PIECE] = top  # -inf for a piece without valid tokens
+        if n and top > bar:
+            held, bar = _screen_tail(values[: stop - start], tail, held, bar)
         _count_bins(hist, extent, slots[: stop - start], key_value(counts[_BOTTOM]), top)
         hist[_ZERO_BIN * _WAYS] -= stop - start - n  # the invalid tokens, counted as x = 0
         if n and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
@@ -292,6 +310,31 @@ def _block(
         out[field] += carry[field]
     for b in range(extent[0], extent[1] + 1):
         bins[b] += hist[b * _WAYS : (b + 1) * _WAYS].sum()
+    return held
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _screen_tail(values: Any, tail: Any, held: int, bar: float) -> tuple[int, float]:
+    """Appends the ``values`` > ``bar`` to ``tail[held:]``; past ``_TAIL_HELD`` of them, keeps
+    the ``TAIL_SIZE`` largest and raises the bar to their minimum. Returns (held, bar).
+
+    Each value the bar turns away has at least ``TAIL_SIZE`` kept values at or above it, so the
+    ``TAIL_SIZE`` largest of all tokens are always among those kept.
+    """
+    for at in range(0, values.size, _SUB):
+        part = values[at : at + _SUB]
+        hits = 0
+        for j in range(part.size):  # vectorised: most pieces hold only a few candidates
+            hits += part[j] > bar
+        if hits == 0:
+            continue
+        for j in range(part.size):  # a store per value, kept or not: no branch to mispredict
+            tail[held] = part[j]
+            held += part[j] > bar
+    if held > _TAIL_HELD:
+        tail[:TAIL_SIZE] = np.partition(tail[:held], held - TAIL_SIZE)[held - TAIL_SIZE : held]
+        held, bar = TAIL_SIZE, tail[:TAIL_SIZE].min()
+    return held, bar
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)  # type: ignore[untyped-decorator]
@@ -309,13 +352,14 @@ def _reduce_parallel(
     bins = np.zeros((blocks, NUM_BINS), dtype=np.int64)
     seq_sum = np.zeros((blocks, rows))
     seq_count = np.zeros((blocks, rows), dtype=np.int64)
-    tops = np.empty((blocks, size // blocks // _PIECE + 2))
+    tails = np.empty((blocks, _TAIL_HELD + _PIECE))
+    held = np.zeros(blocks, dtype=np.int64)
     for b in numba.prange(blocks):
         out[b] = _EMPTY_ROW
         span = (size * b // blocks, size * (b + 1) // blocks)
-        _block(arrays, row_adv, width, span, thresholds, out[b], bins[b],
-               (seq_sum[b], seq_count[b]), tops[b])  # fmt: skip
-    return out, bins.sum(axis=0), seq_sum.sum(axis=0), seq_count.sum(axis=0), tops
+        held[b] = _block(arrays, row_adv, width, span, thresholds, out[b], bins[b],
+                         (seq_sum[b], seq_count[b]), tails[b])  # fmt: skip
+    return out, bins.sum(axis=0), seq_sum.sum(axis=0), seq_count.sum(axis=0), (tails, held)
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
@@ -331,9 +375,10 @@ def _reduce_serial(
     out = _EMPTY_ROW.copy()
     bins = np.zeros(NUM_BINS, dtype=np.int64)
     seq = (np.zeros(rows), np.zeros(rows, dtype=np.int64))
-    tops = np.empty((1, size // _PIECE + 1))
-    _block(arrays, row_adv, width, (0, size), thresholds, out, bins, seq, tops[0])
-    return out.reshape(1, _NUM_FIELDS), bins, seq[0], seq[1], tops
+    tails = np.empty((1, _TAIL_HELD + _PIECE))
+    held = np.zeros(1, dtype=np.int64)
+    held[0] = _block(arrays, row_adv, width, (0, size), thresholds, out, bins, seq, tails[0])
+    return out.reshape(1, _NUM_FIELDS), bins, seq[0], seq[1], (tails, held)
 
 
 def reduce_numba(
@@ -343,20 +388,20 @@ def reduce_numba(
 
     The contract of ``stats_numpy.reduce_numpy``, for numpy arrays of validated shapes.
     """
-    return reduce_numba_parts(new, old, mask, advantages, low, high)[:4]  # type: ignore[no-any-return]
+    return reduce_numba_tail(new, old, mask, advantages, low, high)[:4]  # type: ignore[no-any-return]
 
 
-def reduce_numba_parts(
+def reduce_numba_tail(
     new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
 ) -> Any:
-    """``reduce_numba``'s result, then the flat input arrays and each block's per-piece max x
-    (rows: the blocks ``size * b // blocks`` on, pieces of ``_PIECE`` tokens), None if empty."""
+    """``reduce_numba``'s result and, fifth, the k-hat tail: ``khat.top_numpy(new, old, mask)``
+    up to order (the contract of ``stats_numpy.reduce_numpy_tail``)."""
     shape = new.shape
     rows = shape[0] if len(shape) == 2 else 0
     size = math.prod(shape)
     if size == 0:
         return (EMPTY_SCALARS[None].copy(), np.zeros(NUM_BINS, dtype=np.int64), np.zeros(rows),
-                np.zeros(rows, dtype=np.int64), None, None)  # fmt: skip
+                np.zeros(rows, dtype=np.int64), np.zeros(0))  # fmt: skip
     width = shape[1] if rows else size
     token_adv = row_adv = None
     if advantages is not None and advantages.shape == shape:
@@ -373,16 +418,17 @@ def reduce_numba_parts(
     threads = numba.get_num_threads() if size >= PARALLEL_MIN_TOKENS else 1
     if threads > 1 and POOL.acquire():
         try:
-            table, bins, seq_sum, seq_count, tops = _reduce_parallel(*operands, threads)
+            table, bins, seq_sum, seq_count, (tails, held) = _reduce_parallel(*operands, threads)
         finally:
             POOL.release()
     else:
-        table, bins, seq_sum, seq_count, tops = _reduce_serial(*operands)
+        table, bins, seq_sum, seq_count, (tails, held) = _reduce_serial(*operands)
     if advantages is not None:
         table[:, _ADV_COUNT] = table[:, _COUNT]
     if not rows:
         seq_sum, seq_count = np.zeros(0), np.zeros(0, dtype=np.int64)
-    return table, bins, seq_sum, seq_count, arrays, tops
+    tail = merge_tails(*(tails[b, :count] for b, count in enumerate(held.tolist())))
+    return table, bins, seq_sum, seq_count, tail
 
 
 def _flat_floats(values: Any) -> Any:

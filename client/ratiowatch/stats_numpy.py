@@ -1,7 +1,7 @@
 """numpy reduction of log-ratios to scalar rows, sketch bins and per-sequence sums.
 
 ``reduce_cpu`` is the host entry point: it hands the work, k-hat tail included, to the fused numba
-kernel (``stats_numba_tail``) when the ``[fast]`` extra is installed, and to ``reduce_numpy_tail``
+kernel (``stats_numba``) when the ``[fast]`` extra is installed, and to ``reduce_numpy_tail``
 otherwise.
 
 Tokens are processed in chunks small enough that the handful of float64 temporaries stay in the
@@ -63,10 +63,10 @@ def reduce_cpu(
 
 @functools.cache
 def fast_reducer() -> Reducer:
-    """The fastest host kernel installed: ``stats_numba_tail.reduce_numba_tail``, else
+    """The fastest host kernel installed: ``stats_numba.reduce_numba_tail``, else
     ``reduce_numpy_tail``."""
     try:
-        from ratiowatch.stats_numba_tail import reduce_numba_tail
+        from ratiowatch.stats_numba import reduce_numba_tail
     except ImportError:
         return reduce_numpy_tail
     return reduce_numba_tail  # type: ignore[no-any-return]
