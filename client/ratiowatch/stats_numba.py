@@ -381,6 +381,22 @@ def _reduce_serial(
     return out.reshape(1, _NUM_FIELDS), bins, seq[0], seq[1], (tails, held)
 
 
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _reduce_serial_holding_gil(
+    arrays: tuple[Any, Any, Any, Any],
+    row_adv: Any,
+    width: int,
+    thresholds: tuple[float, float],
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``_reduce_serial`` without releasing the GIL, for small steps (tens of microseconds).
+
+    A trainer thread that releases the GIL must then wait until the thread that took it lets go
+    (the sender thread, finalising earlier steps, for up to a 0.5 ms slice); a small step's
+    kernel is over sooner than that wait (docs/benchmarks.md).
+    """
+    return _reduce_serial(arrays, row_adv, width, thresholds)
+
+
 def reduce_numba(
     new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
 ) -> tuple[Float64Array, Int64Array, Float64Array, Int64Array]:
@@ -421,8 +437,10 @@ def reduce_numba_tail(
             table, bins, seq_sum, seq_count, (tails, held) = _reduce_parallel(*operands, threads)
         finally:
             POOL.release()
-    else:
+    elif size >= PARALLEL_MIN_TOKENS:
         table, bins, seq_sum, seq_count, (tails, held) = _reduce_serial(*operands)
+    else:
+        table, bins, seq_sum, seq_count, (tails, held) = _reduce_serial_holding_gil(*operands)
     if advantages is not None:
         table[:, _ADV_COUNT] = table[:, _COUNT]
     if not rows:
