@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ratiowatch import stats_numpy
 from ratiowatch.errors import InvalidArgumentError
-from ratiowatch.khat import top_numpy
+from ratiowatch.khat import TAIL_SIZE, top_numpy, top_torch
 from ratiowatch.sketch import RELATIVE_ACCURACY, RatioSketch
 from ratiowatch.stats import (
     QUANTILE_KEYS,
@@ -156,6 +156,31 @@ def partial_from(reduced: tuple[Any, ...], with_advantages: bool) -> FamilyParti
         seq_count=seq_count,
         with_advantages=with_advantages,
     )
+
+
+def test_sixty_four_million_tokens_need_no_sort() -> None:
+    """4x the 16,777,216 elements past which ``torch.quantile`` refuses, on the host kernel and
+    on the device kernel (run on CPU). The step repeats one heavy-tailed row, so its statistics
+    are that row's, computed by the plain reference on four copies of it."""
+    step = heavy_tailed_step(3, rows=3, width=4096)
+    logp, logp_old = (step[key][2:].astype(np.float32) for key in ("logp", "logp_old"))
+    mask, adv = step["mask"][2:], step["adv"][2:]
+    x_row = logp.astype(np.float64) - logp_old
+    expected = reference(np.tile(x_row, (4, 1)), np.tile(mask, (4, 1)), np.tile(adv, 4))
+    copies = (1 << 26) // x_row.size
+    expected["count"] *= copies // 4
+    expected["nonfinite"] *= copies // 4
+    tensors = [torch.from_numpy(np.tile(a, reps)) for a, reps in ((logp, (copies, 1)),
+               (logp_old, (copies, 1)), (mask, (copies, 1)), (adv, copies))]  # fmt: skip
+    assert tensors[0].numel() == 1 << 26
+    on_host = compute_step_partials(
+        logp=tensors[0], logp_old=tensors[1], mask=tensors[2], advantages=tensors[3], clip=CLIP
+    )["ppo"]
+    assert_matches(on_host.finalize(), expected, rtol=1e-9)
+    on_device = partial_from(reduce_torch(*tensors, *thresholds(CLIP)), True)
+    assert_matches(on_device.finalize(), expected, rtol=1e-9)
+    tail = top_torch(*tensors[:3])
+    np.testing.assert_array_equal(tail, np.full(TAIL_SIZE, x_row[mask & np.isfinite(x_row)].max()))
 
 
 def test_torch_kernel_agrees_with_numpy_kernel_bin_for_bin() -> None:
