@@ -30,7 +30,9 @@ from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 
 __all__ = ["chunk_indices", "reduce_cpu", "reduce_numpy", "reduce_numpy_tail"]
 
-_CHUNK = 1 << 15
+# Tokens per chunk: 1 MiB per float64 buffer, within L2 or L3. Each chunk costs some 25 ufunc
+# calls' Python overhead, so smaller chunks, though closer to L1, cost more (docs/benchmarks.md).
+_CHUNK = 1 << 17
 # Below this many tokens per thread, handing work to another thread costs more than it saves.
 _TOKENS_PER_THREAD = 1 << 20
 _MAX_THREADS = 8

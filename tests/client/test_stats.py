@@ -213,12 +213,16 @@ def test_row_bands_on_threads_give_the_one_band_result(monkeypatch: pytest.Monke
     np.testing.assert_array_equal(np.sort(whole[4]), np.sort(top_numpy(*args[:3])))
 
 
-def test_long_rows_are_split_across_chunks() -> None:
+@pytest.mark.parametrize("shape", [(3, 2500), (40, 900), (5000,)])
+def test_numpy_chunks_split_long_rows_and_group_short_ones(
+    shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats_numpy, "_CHUNK", 1000)
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, 100_000)) * 0.1
+    x = rng.standard_normal(shape) * 0.1
     mask = rng.random(x.shape) < 0.9
-    stats = compute_partial(x, mask, clip=CLIP).finalize()
-    assert_matches(stats, reference(x, mask), rtol=1e-9)
+    partial = partial_from(reduce_numpy(x, None, mask, None, *thresholds(CLIP)), False)
+    assert_matches(partial.finalize(), reference(x, mask), rtol=1e-9)
 
 
 def test_per_token_advantages() -> None:
