@@ -1,0 +1,131 @@
+"""Where the numba kernel's time goes: the kernel timed with one part of its token loop removed.
+
+Each variant is a copy of the installed ``ratiowatch`` package with one source edit in
+``stats_numba.py``, timed in its own process (numba compiles per source file), the processes
+alternating round by round so that the machine's drift hits every variant alike. The variants
+compute wrong numbers on purpose: only their times mean anything. A part whose removal saves
+little is not what bounds the loop.
+
+Usage: python benchmarks/ablate_numba.py [--rounds 3] [--tokens 16777216] [--calls 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+Edit = tuple[str, str]  # a text in stats_numba.py, and its replacement
+NO_EXPM1: Edit = ("        e = expm1(x)\n", "        e = x\n")
+NO_BIN: Edit = (
+    "        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))\n",
+    "        slots[j] = _ZERO_BIN * _WAYS + (j & (_WAYS - 1))\n",
+)
+NO_TAIL: Edit = ("        if n and top > bar:\n", "        if False:\n")
+VARIANTS: dict[str, tuple[Edit, ...]] = {
+    "kernel": (),
+    "no expm1 (e = x)": (NO_EXPM1,),
+    "no sketch bin (one bin)": (NO_BIN,),
+    "no k-hat tail screen": (NO_TAIL,),
+    "none of these three": (NO_EXPM1, NO_BIN, NO_TAIL),
+}
+
+
+def variant_package(root: Path, edits: tuple[Edit, ...]) -> Path:
+    """A copy of the installed package under ``root``, with each edit applied once."""
+    import ratiowatch
+
+    source = Path(ratiowatch.__file__).parent
+    target = root / "ratiowatch"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    kernel = target / "stats_numba.py"
+    text = kernel.read_text()
+    for old, new in edits:
+        if text.count(old) != 1:
+            raise SystemExit(f"the edit no longer applies to stats_numba.py: {old!r}")
+        text = text.replace(old, new)
+    kernel.write_text(text)
+    return root
+
+
+def child(root: str, tokens: int, calls: int) -> None:
+    """Prints the floor's and the kernel's median time in ms, for the package under ``root``."""
+    import numpy as np
+
+    from ratiowatch import stats_numba
+    from ratiowatch.stats_numba import reduce_numba_tail
+
+    if not Path(stats_numba.__file__).is_relative_to(root):  # an installed copy came first
+        raise SystemExit(f"imported {stats_numba.__file__}, not the variant under {root}")
+
+    rng = np.random.default_rng(0)
+    shape = (tokens // 4096, 4096)
+    old = -rng.exponential(1.0, shape).astype(np.float32)
+    new = old + (rng.standard_t(3, shape) * 0.05).astype(np.float32)
+    mask = rng.random(shape) < 0.8
+    cases: dict[str, Callable[[], object]] = {
+        "floor": lambda: new.sum() + old.sum() + np.count_nonzero(mask),
+        "kernel": lambda: reduce_numba_tail(new, old, mask, None, -0.22, 0.18),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for function in cases.values():
+        function()  # compiles or loads the kernel
+    for _ in range(calls):
+        for name, function in cases.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    print(*(f"{statistics.median(values) * 1e3:.3f}" for values in times.values()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=16 * 2**20)
+    parser.add_argument("--calls", type=int, default=9)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a variant's root: time it
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.tokens, args.calls)
+        return
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = {
+            name: variant_package(Path(scratch) / str(i), edits)
+            for i, (name, edits) in enumerate(VARIANTS.items())
+        }
+        command = [
+            sys.executable,
+            __file__,
+            "--tokens",
+            str(args.tokens),
+            "--calls",
+            str(args.calls),
+        ]
+        for _ in range(args.rounds):
+            for name, path in paths.items():
+                env = {**os.environ, "PYTHONPATH": str(path), "NUMBA_CACHE_DIR": str(path)}
+                out = subprocess.run(
+                    [*command, "--child", str(path)], env=env, capture_output=True, text=True
+                )
+                if out.returncode:
+                    raise SystemExit(f"{name}: {out.stderr}")
+                floor, kernel = map(float, out.stdout.split())
+                results[name].append((floor, kernel))
+    print(f"{args.tokens} float32 tokens, default threads; per process: median of {args.calls}")
+    print(f"  {'variant':<26}{'kernel ms, each process':>30}{'x floor (median)':>18}")
+    for name, pairs in results.items():
+        kernels = " ".join(f"{kernel:.1f}" for _, kernel in pairs)
+        ratio = statistics.median(kernel / floor for floor, kernel in pairs)
+        print(f"  {name:<26}{kernels:>30}{ratio:>18.1f}")
+
+
+if __name__ == "__main__":
+    main()
