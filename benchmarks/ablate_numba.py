@@ -23,18 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 Edit = tuple[str, str]  # a text in stats_numba.py, and its replacement
-NO_EXPM1: Edit = ("        e = expm1(x)\n", "        e = x\n")
-NO_BIN: Edit = (
-    "        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))\n",
-    "        slots[j] = _ZERO_BIN * _WAYS + (j & (_WAYS - 1))\n",
-)
-NO_TAIL: Edit = ("        if n and top > bar:\n", "        if False:\n")
+NO_EXPM1 = ("        e = expm1(x)\n", "        e = x\n")
+# The bin and its count both go: one constant bin would chain every increment on the last.
+NO_BIN = ("        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))\n", "")
+NO_COUNT = ("    for slot in slots:\n        hist[slot] += 1\n", "")
+NO_TAIL = ("        if n and top > bar:\n", "        if False:\n")
 VARIANTS: dict[str, tuple[Edit, ...]] = {
     "kernel": (),
     "no expm1 (e = x)": (NO_EXPM1,),
-    "no sketch bin (one bin)": (NO_BIN,),
+    "no sketch bins or counts": (NO_BIN, NO_COUNT),
     "no k-hat tail screen": (NO_TAIL,),
-    "none of these three": (NO_EXPM1, NO_BIN, NO_TAIL),
+    "none of these three": (NO_EXPM1, NO_BIN, NO_COUNT, NO_TAIL),
 }
 
 

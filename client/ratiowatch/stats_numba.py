@@ -47,7 +47,7 @@ __all__ = ["PARALLEL_MIN_TOKENS", "reduce_numba", "reduce_numba_tail"]
 
 # Steps smaller than this run on the calling thread: waking the pool costs more than it saves.
 PARALLEL_MIN_TOKENS = 1 << 16
-_PIECE = 1024  # tokens per piece: their bin indices (4 KiB) stay in L1 until counted
+_PIECE = 1024  # tokens per piece: their bin indices (8 KiB) stay in L1 until counted
 # Tail candidates a thread holds before it keeps only the TAIL_SIZE largest (and raises its bar);
 # ties with the bar are not candidates, so a step of equal x fills the buffer once.
 _TAIL_HELD = 2 * TAIL_SIZE
@@ -270,7 +270,9 @@ def _block(
     """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq and tail
     candidates; returns how many candidates ``tail`` holds."""
     new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
-    slots = np.empty(_PIECE, dtype=np.int32)
+    # int64, not int32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4), and
+    # int64 slots made the kernel 5-10% faster there.
+    slots = np.empty(_PIECE, dtype=np.int64)
     values = np.empty(_PIECE)
     hist = np.empty(NUM_BINS * _WAYS, dtype=np.int64)  # bin-major, ways interleaved
     hist[_ZERO_BIN * _WAYS : (_ZERO_BIN + 1) * _WAYS] = 0
