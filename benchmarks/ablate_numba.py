@@ -31,6 +31,7 @@ NO_TAIL = ("        if n and top > bar:\n", "        if False:\n")
 VARIANTS: dict[str, tuple[Edit, ...]] = {
     "kernel": (),
     "no expm1 (e = x)": (NO_EXPM1,),
+    "no sketch counts": (NO_COUNT,),
     "no sketch bins or counts": (NO_BIN, NO_COUNT),
     "no k-hat tail screen": (NO_TAIL,),
     "none of these three": (NO_EXPM1, NO_BIN, NO_COUNT, NO_TAIL),
