@@ -170,8 +170,8 @@ def test_sixty_four_million_tokens_need_no_sort() -> None:
     copies = (1 << 26) // x_row.size
     expected["count"] *= copies // 4
     expected["nonfinite"] *= copies // 4
-    tensors = [torch.from_numpy(np.tile(a, reps)) for a, reps in ((logp, (copies, 1)),
-               (logp_old, (copies, 1)), (mask, (copies, 1)), (adv, copies))]  # fmt: skip
+    tensors = [torch.from_numpy(np.tile(a, (copies, 1))) for a in (logp, logp_old, mask)]
+    tensors.append(torch.from_numpy(np.tile(adv, copies)))
     assert tensors[0].numel() == 1 << 26
     on_host = compute_step_partials(
         logp=tensors[0], logp_old=tensors[1], mask=tensors[2], advantages=tensors[3], clip=CLIP

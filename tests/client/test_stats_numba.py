@@ -243,7 +243,7 @@ def test_tail_equals_top_numpy(
 
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (4, 8), (2, 70_000), (2, 140_000)])
 def test_tail_of_empty_all_masked_and_constant_steps(shape: tuple[int, ...]) -> None:
-    """Also steps where every x ties, which must not make every piece a tail candidate."""
+    """Also steps where every x ties: the tail is that one value, repeated."""
     new = np.full(shape, np.nan)
     check_tail(new, np.zeros(shape), np.zeros(shape, dtype=bool))
     check_tail(new, None, None)  # every token non-finite
