@@ -1,6 +1,6 @@
-"""Where the numba kernel's time goes: the kernel timed with one part of its token loop removed.
+"""Where the numba kernel's time goes: the kernel timed with parts of its token loop removed.
 
-Each variant is a copy of the installed ``ratiowatch`` package with one source edit in
+Each variant is a copy of the installed ``ratiowatch`` package with source edits in
 ``stats_numba.py``, timed in its own process (numba compiles per source file), the processes
 alternating round by round so that the machine's drift hits every variant alike. The variants
 compute wrong numbers on purpose: only their times mean anything. A part whose removal saves
