@@ -1,7 +1,7 @@
 """Where the numba kernel's time goes: the kernel timed with parts of its token loop removed.
 
 Each variant is a copy of the installed ``ratiowatch`` package with source edits in
-``stats_numba.py``, timed in its own process (numba compiles per source file), the processes
+``stats_numba_block.py``, timed in its own process (numba compiles per source file), the processes
 alternating round by round so that the machine's drift hits every variant alike. The variants
 compute wrong numbers on purpose: only their times mean anything. A part whose removal saves
 little is not what bounds the loop.
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-Edit = tuple[str, str]  # a text in stats_numba.py, and its replacement
+Edit = tuple[str, str]  # a text in stats_numba_block.py, and its replacement
 NO_EXPM1 = ("        e = expm1(x)\n", "        e = x\n")
 # The bin and its count both go: one constant bin would chain every increment on the last.
 NO_BIN = ("        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))\n", "")
@@ -45,11 +45,11 @@ def variant_package(root: Path, edits: tuple[Edit, ...]) -> Path:
     source = Path(ratiowatch.__file__).parent
     target = root / "ratiowatch"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-    kernel = target / "stats_numba.py"
+    kernel = target / "stats_numba_block.py"
     text = kernel.read_text()
     for old, new in edits:
         if text.count(old) != 1:
-            raise SystemExit(f"the edit no longer applies to stats_numba.py: {old!r}")
+            raise SystemExit(f"the edit no longer applies to stats_numba_block.py: {old!r}")
         text = text.replace(old, new)
     kernel.write_text(text)
     return root
@@ -59,11 +59,11 @@ def child(root: str, tokens: int, calls: int) -> None:
     """Prints the floor's and the kernel's median time in ms, for the package under ``root``."""
     import numpy as np
 
-    from ratiowatch import stats_numba
+    from ratiowatch import stats_numba_block
     from ratiowatch.stats_numba import reduce_numba_tail
 
-    if not Path(stats_numba.__file__).is_relative_to(root):  # an installed copy came first
-        raise SystemExit(f"imported {stats_numba.__file__}, not the variant under {root}")
+    if not Path(stats_numba_block.__file__).is_relative_to(root):  # an installed copy came first
+        raise SystemExit(f"imported {stats_numba_block.__file__}, not the variant under {root}")
 
     rng = np.random.default_rng(0)
     shape = (tokens // 4096, 4096)

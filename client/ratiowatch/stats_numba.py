@@ -1,20 +1,9 @@
 """Fused single-pass numba reduction of log-ratios (the optional ``[fast]`` extra).
 
 Same contract and same numbers as ``stats_numpy.reduce_numpy`` (sums up to summation order, sketch
-bins identical), but every token is read once: x, its validity, all sums, the clip counts, the
-per-row sums and the sketch bin are computed in one vectorised loop over a cache-sized piece, and
-the bins are then counted into a per-thread histogram. Large steps are split over numba's threads
-(``numba.set_num_threads``), each with its own sums and histogram, added at the end.
-
-The k-hat tail (``khat.top_numpy``'s result) is screened from each piece's x while they are
-still in the CPU cache: every thread keeps the valid x above a bar that rises to its
-``TAIL_SIZE``-th largest so far. On large steps this costs what a second pass over the pieces
-reaching the tail cost (with a tail of 4,096 values nearly every piece reaches it); small steps no
-longer pay a separate numpy pass for it.
-
-Two numba limits shape the loop (see ``numba_math``): it cannot vectorise ``math.expm1`` (a libm
-call per token), so expm1 is evaluated inline; nor a float max/min reduction, so the extremes are
-reduced as order-preserving integer keys of the float bits.
+bins identical), but every token is read once (``stats_numba_block``). Large steps are split over
+numba's threads (``numba.set_num_threads``), each with its own sums, histogram and tail
+candidates, combined at the end.
 
 Importing this module imports numba (``stats_numpy.reduce_cpu`` does so on first use). Each dtype
 combination is compiled on its first call (seconds, once per machine: cached on disk next to this
@@ -30,313 +19,21 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from ratiowatch.khat import TAIL_SIZE, merge_tails
-from ratiowatch.numba_math import (
-    ZERO_KEY,
-    bits_as_float,
-    expm1,
-    float_as_bits,
-    key_value,
-    order_key,
-)
+from ratiowatch.khat import merge_tails
 from ratiowatch.numba_pool import POOL
-from ratiowatch.sketch import INV_LN_GAMMA, KEY_OFFSET, MAX_KEY, NUM_BINS
+from ratiowatch.sketch import NUM_BINS
 from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
+from ratiowatch.stats_numba_block import TAIL_CAPACITY, reduce_block
 
 __all__ = ["PARALLEL_MIN_TOKENS", "reduce_numba", "reduce_numba_tail"]
 
 # Steps smaller than this run on the calling thread: waking the pool costs more than it saves.
 PARALLEL_MIN_TOKENS = 1 << 16
-_PIECE = 1024  # tokens per piece: their bin indices (8 KiB) stay in L1 until counted
-# Tail candidates a thread holds before it keeps only the TAIL_SIZE largest (and raises its bar);
-# ties with the bar are not candidates, so a step of equal x fills the buffer once.
-_TAIL_HELD = 2 * TAIL_SIZE
-_SUB = 64  # tokens the tail screen counts at a time, before copying any of them
-# Each thread counts into 4 interleaved histograms: consecutive tokens often share a bin, and one
-# histogram would chain every increment on the previous store to the same address.
-_WAYS = 4
-# As in stats_numpy: sum_r and sum_r2 are derived from sum_e and sum_e2 when that is exact enough.
-_DERIVE_MAX_X = 300.0
-_DERIVE_MIN_MEAN_R = 0.25
-# Float reductions may be reordered (vectorised); nothing else is relaxed, so NaN/Inf tests and the
-# bin arithmetic (a product, then ceil) stay IEEE-exact.
-_FAST = {"reassoc", "contract"}
-
-_COUNT, _NONFINITE, _MAX_X, _MIN_X, _SUM_R, _SUM_R2, _ADV_COUNT = (
-    SCALAR_FIELDS.index(name)
-    for name in ("count", "nonfinite", "max_x", "min_x", "sum_r", "sum_r2", "adv_count")
-)
-# Per piece, _segment adds to two small accumulators: ``counts`` (these SCALAR_FIELDS counts, then
-# the order keys of the largest and smallest x) and ``sums`` (these float fields).
-_COUNTED = tuple(SCALAR_FIELDS.index(name) for name in ("clip_low", "clip_high", "clip_active"))
-_SUMMED = tuple(SCALAR_FIELDS.index(name) for name in ("sum_x", "sum_x2", "sum_e", "sum_e2"))
-_MASKED, _VALID, _TOP, _BOTTOM = 3, 4, 5, 6  # counts[:3] are the _COUNTED fields
+_COUNT, _ADV_COUNT = SCALAR_FIELDS.index("count"), SCALAR_FIELDS.index("adv_count")
 _NUM_FIELDS = len(SCALAR_FIELDS)
-_EMPTY_ROW = EMPTY_SCALARS.copy()
-_ZERO_BIN = -KEY_OFFSET  # dense bin of x = 0, where invalid tokens are parked and then removed
-_KEY_LOW = float(KEY_OFFSET)
-_KEY_HIGH = float(MAX_KEY + 1)
-_NEG_INF_BITS = -0x10000000000000  # the bits of -inf, as an int64
 
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
-
-
-@numba.njit(inline="always", cache=True, fastmath=_FAST)  # type: ignore[untyped-decorator]
-def _bin(x: float) -> int:
-    """Dense sketch bin of x, by exactly the float64 steps of ``sketch.bin_indices``."""
-    t = np.ceil(x * INV_LN_GAMMA)
-    return int(min(max(t, _KEY_LOW), _KEY_HIGH) - _KEY_LOW)
-
-
-@numba.njit(cache=True, fastmath=_FAST, nogil=True)  # type: ignore[untyped-decorator]
-def _segment(
-    new: Any,
-    old: Any,
-    mask: Any,
-    token_adv: Any,
-    row_adv: Any,
-    row: int,
-    span: tuple[int, int],
-    thresholds: tuple[float, float],
-    slots: Any,
-    values: Any,
-    counts: Any,
-    sums: Any,
-) -> tuple[int, float]:
-    """Adds tokens ``span`` (within one row) to ``counts``/``sums``; their bins go to ``slots``,
-    their x to ``values`` (-inf for invalid tokens), for the tail screen to reread from the cache.
-
-    Returns the row's (count, sum of x) over the span. One loop on purpose: splitting it by
-    statistic would read the tokens from memory again.
-    """
-    start, stop = span
-    size = stop - start
-    # Absent inputs are None, compiled away (runtime flags cost a third more). Slices get new
-    # names: reassigning an argument would stop numba pruning its ``is None`` tests, and slicing
-    # in a caller (``None if old is None else old[...]``) would make them Optional, checked per
-    # token.
-    new_part = new[start:stop]
-    if old is not None:
-        old_part = old[start:stop]
-    if mask is not None:
-        mask_part = mask[start:stop]
-    if token_adv is not None:
-        adv_part = token_adv[start:stop]
-    if row_adv is not None:
-        positive, negative = row_adv[row] > 0, row_adv[row] < 0
-    low, high = thresholds
-    masked = n = clip_low = clip_high = active = 0
-    sum_x = sum_x2 = sum_e = sum_e2 = 0.0
-    top, bottom = order_key(-math.inf), order_key(math.inf)
-    # The extremes are reduced over x, zeros for invalid tokens included, corrected below.
-    for j in range(size):
-        v: float = np.float64(new_part[j])  # float() would keep float32 in numba
-        if old is not None:
-            v -= np.float64(old_part[j])
-        keep = abs(v) < math.inf
-        if mask is not None:
-            keep &= mask_part[j]
-            masked += mask_part[j]
-        n += keep
-        # Zeroed by a bit mask, not a select: LLVM turns a select on the mask into masked loads
-        # of the log-probs, which are much slower here.
-        x = bits_as_float(float_as_bits(v) & -np.int64(keep))
-        sum_x += x
-        sum_x2 += x * x
-        e = expm1(x)
-        sum_e += e
-        sum_e2 += e * e
-        key = order_key(x)
-        top = max(top, key)
-        bottom = min(bottom, key)
-        below = x < low
-        above = x > high
-        clip_low += below
-        clip_high += above
-        if token_adv is not None:
-            active += (above & (adv_part[j] > 0)) | (below & (adv_part[j] < 0))
-        if row_adv is not None:
-            active += (above & positive) | (below & negative)
-        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))
-        values[j] = x + bits_as_float(_NEG_INF_BITS & (np.int64(keep) - 1))
-    if n == 0:
-        top, bottom = order_key(-math.inf), order_key(math.inf)
-    elif n < size and ZERO_KEY in (top, bottom):  # a zero for an invalid token hid an extreme
-        high, low, _, _ = _rescan(new, old, mask, span, math.inf)
-        top, bottom = order_key(high), order_key(low)
-    counts[0] += clip_low
-    counts[1] += clip_high
-    counts[2] += active
-    counts[_MASKED] += size if mask is None else masked
-    counts[_VALID] += n
-    counts[_TOP] = max(counts[_TOP], top)
-    counts[_BOTTOM] = min(counts[_BOTTOM], bottom)
-    sums[0] += sum_x
-    sums[1] += sum_x2
-    sums[2] += sum_e
-    sums[3] += sum_e2
-    return n, sum_x
-
-
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _rescan(new: Any, old: Any, mask: Any, span: tuple[int, int], shift: float) -> Any:
-    """(max x, min x, sum exp(x - shift), sum exp(2 (x - shift))) over the valid tokens of
-    ``span``; the sums only for a finite shift. For the rare pieces the fused loop cannot finish."""
-    top, bottom, sum_r, sum_r2 = -math.inf, math.inf, 0.0, 0.0
-    for j in range(*span):
-        v: float = np.float64(new[j])
-        if old is not None:
-            v -= np.float64(old[j])
-        if abs(v) < math.inf and (mask is None or mask[j]):
-            top, bottom = max(top, v), min(bottom, v)
-            if shift < math.inf:
-                r = math.exp(v - shift)
-                sum_r += r
-                sum_r2 += r * r
-    return top, bottom, sum_r, sum_r2
-
-
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _count_bins(hist: Any, extent: Any, slots: Any, low: float, high: float) -> None:
-    """Counts ``slots`` into ``hist``, first zeroing the bins in [low, high] not seen before.
-
-    ``hist`` is allocated uninitialised and zeroed only over ``extent`` (the bins seen so far,
-    always including x = 0): a few hundred bins for a typical step instead of all of them, which
-    would cost a small step more than its tokens.
-    """
-    first = _bin(low) if low < 0.0 else _ZERO_BIN
-    last = _bin(high) if high > 0.0 else _ZERO_BIN
-    if first < extent[0]:
-        hist[first * _WAYS : extent[0] * _WAYS] = 0
-        extent[0] = first
-    if last > extent[1]:
-        hist[(extent[1] + 1) * _WAYS : (last + 1) * _WAYS] = 0
-        extent[1] = last
-    for slot in slots:
-        hist[slot] += 1
-
-
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _add_piece(out: Any, carry: Any, counts: Any, sums: Any, ratio_sums: Any) -> None:
-    """Adds a piece to ``out`` (``SCALAR_FIELDS`` layout; rounding errors go to ``carry``).
-
-    ``ratio_sums`` are relative to the piece's max; whichever of the two has the smaller shift is
-    rescaled to the larger, as ``stats.combine_scalars`` does.
-    """
-    n = counts[_VALID]
-    out[_NONFINITE] += counts[_MASKED] - n
-    if n == 0:
-        return
-    high, (sum_r, sum_r2) = key_value(counts[_TOP]), ratio_sums
-    if high > out[_MAX_X]:
-        shrink = math.exp(out[_MAX_X] - high)  # 0 while out is empty (max_x = -inf)
-        out[_SUM_R] = out[_SUM_R] * shrink + sum_r
-        out[_SUM_R2] = out[_SUM_R2] * shrink * shrink + sum_r2
-        out[_MAX_X] = high
-    else:
-        shrink = math.exp(high - out[_MAX_X])
-        out[_SUM_R] += sum_r * shrink
-        out[_SUM_R2] += sum_r2 * shrink * shrink
-    out[_MIN_X] = min(out[_MIN_X], key_value(counts[_BOTTOM]))
-    out[_COUNT] += n
-    for i, field in enumerate(_COUNTED):
-        out[field] += counts[i]
-    # Neumaier summation: thousands of pieces add to each total, and one huge ratio must not
-    # swallow all the others (numpy's pairwise sums do not lose them either).
-    for i, field in enumerate(_SUMMED):
-        before, value = out[field], sums[i]
-        out[field] = after = before + value
-        if not abs(after) < math.inf:  # an overflowed sum (x > 354) stays inf, never inf - inf
-            continue
-        if abs(before) >= abs(value):
-            carry[field] += (before - after) + value
-        else:
-            carry[field] += (value - after) + before
-
-
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _block(
-    arrays: tuple[Any, Any, Any, Any],
-    row_adv: Any,
-    width: int,
-    span: tuple[int, int],
-    thresholds: tuple[float, float],
-    out: Any,
-    bins: Any,
-    seq: tuple[Any, Any],
-    tail: Any,
-) -> int:
-    """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq and tail
-    candidates; returns how many candidates ``tail`` holds."""
-    new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
-    # int64, not int32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4), and
-    # int64 slots made the kernel 5-10% faster there.
-    slots = np.empty(_PIECE, dtype=np.int64)
-    values = np.empty(_PIECE)
-    hist = np.empty(NUM_BINS * _WAYS, dtype=np.int64)  # bin-major, ways interleaved
-    hist[_ZERO_BIN * _WAYS : (_ZERO_BIN + 1) * _WAYS] = 0
-    extent = np.array([_ZERO_BIN, _ZERO_BIN])
-    carry = np.zeros(_NUM_FIELDS)
-    counts = np.empty(7, dtype=np.int64)
-    sums = np.empty(4)
-    held, bar = 0, -math.inf
-    for start in range(span[0], span[1], _PIECE):
-        stop = min(start + _PIECE, span[1])
-        counts[:] = 0
-        counts[_TOP], counts[_BOTTOM] = order_key(-math.inf), order_key(math.inf)
-        sums[:] = 0.0
-        at = start
-        while at < stop:  # one segment per row the piece touches
-            row = at // width
-            end = min(stop, (row + 1) * width)
-            n, sum_x = _segment(new, old, mask, token_adv, row_adv, row, (at, end), thresholds,
-                                slots[at - start : end - start], values[at - start : end - start],
-                                counts, sums)  # fmt: skip
-            seq[0][row] += sum_x
-            seq[1][row] += n
-            at = end
-        n, top = counts[_VALID], key_value(counts[_TOP])
-        if n and top > bar:
-            held, bar = _screen_tail(values[: stop - start], tail, held, bar)
-        _count_bins(hist, extent, slots[: stop - start], key_value(counts[_BOTTOM]), top)
-        hist[_ZERO_BIN * _WAYS] -= stop - start - n  # the invalid tokens, counted as x = 0
-        if n and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
-            # sum r = n + sum e, sum r^2 = n + 2 sum e + sum e^2: no cancellation here
-            scale = math.exp(-top)
-            ratio_sums = ((n + sums[2]) * scale, (n + 2.0 * sums[2] + sums[3]) * scale * scale)
-        else:
-            ratio_sums = _rescan(new, old, mask, (start, stop), top)[2:] if n else (0.0, 0.0)
-        _add_piece(out, carry, counts, sums, ratio_sums)
-    for field in _SUMMED:
-        out[field] += carry[field]
-    for b in range(extent[0], extent[1] + 1):
-        bins[b] += hist[b * _WAYS : (b + 1) * _WAYS].sum()
-    return held
-
-
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _screen_tail(values: Any, tail: Any, held: int, bar: float) -> tuple[int, float]:
-    """Appends the ``values`` > ``bar`` to ``tail[held:]``; past ``_TAIL_HELD`` of them, keeps
-    the ``TAIL_SIZE`` largest and raises the bar to their minimum. Returns (held, bar).
-
-    Each value the bar turns away has at least ``TAIL_SIZE`` kept values at or above it, so the
-    ``TAIL_SIZE`` largest of all tokens are always among those kept.
-    """
-    for at in range(0, values.size, _SUB):
-        part = values[at : at + _SUB]
-        hits = 0
-        for j in range(part.size):  # vectorised: most pieces hold only a few candidates
-            hits += part[j] > bar
-        if hits == 0:
-            continue
-        for j in range(part.size):  # a store per value, kept or not: no branch to mispredict
-            tail[held] = part[j]
-            held += part[j] > bar
-    if held > _TAIL_HELD:
-        tail[:TAIL_SIZE] = np.partition(tail[:held], held - TAIL_SIZE)[held - TAIL_SIZE : held]
-        held, bar = TAIL_SIZE, tail[:TAIL_SIZE].min()
-    return held, bar
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)  # type: ignore[untyped-decorator]
@@ -347,19 +44,19 @@ def _reduce_parallel(
     thresholds: tuple[float, float],
     blocks: int,
 ) -> tuple[Any, Any, Any, Any, Any]:
-    """``_block`` on ``blocks`` equal shares of the tokens in parallel, then their outputs added."""
+    """``reduce_block`` on ``blocks`` equal shares of the tokens in parallel, outputs added."""
     size = arrays[0].size
     rows = max(1, size // width)
     out = np.empty((blocks, _NUM_FIELDS))
     bins = np.zeros((blocks, NUM_BINS), dtype=np.int64)
     seq_sum = np.zeros((blocks, rows))
     seq_count = np.zeros((blocks, rows), dtype=np.int64)
-    tails = np.empty((blocks, _TAIL_HELD + _PIECE))
+    tails = np.empty((blocks, TAIL_CAPACITY))
     held = np.zeros(blocks, dtype=np.int64)
     for b in numba.prange(blocks):
-        out[b] = _EMPTY_ROW
+        out[b] = EMPTY_SCALARS
         span = (size * b // blocks, size * (b + 1) // blocks)
-        held[b] = _block(arrays, row_adv, width, span, thresholds, out[b], bins[b],
+        held[b] = reduce_block(arrays, row_adv, width, span, thresholds, out[b], bins[b],
                          (seq_sum[b], seq_count[b]), tails[b])  # fmt: skip
     return out, bins.sum(axis=0), seq_sum.sum(axis=0), seq_count.sum(axis=0), (tails, held)
 
@@ -371,15 +68,15 @@ def _reduce_serial(
     width: int,
     thresholds: tuple[float, float],
 ) -> tuple[Any, Any, Any, Any, Any]:
-    """``_block`` over every token, on the calling thread."""
+    """``reduce_block`` over every token, on the calling thread."""
     size = arrays[0].size
     rows = max(1, size // width)
-    out = _EMPTY_ROW.copy()
+    out = EMPTY_SCALARS.copy()
     bins = np.zeros(NUM_BINS, dtype=np.int64)
     seq = (np.zeros(rows), np.zeros(rows, dtype=np.int64))
-    tails = np.empty((1, _TAIL_HELD + _PIECE))
+    tails = np.empty((1, TAIL_CAPACITY))
     held = np.zeros(1, dtype=np.int64)
-    held[0] = _block(arrays, row_adv, width, (0, size), thresholds, out, bins, seq, tails[0])
+    held[0] = reduce_block(arrays, row_adv, width, (0, size), thresholds, out, bins, seq, tails[0])
     return out.reshape(1, _NUM_FIELDS), bins, seq[0], seq[1], (tails, held)
 
 

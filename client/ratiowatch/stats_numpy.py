@@ -104,7 +104,7 @@ def _reduce_rows_in_parallel(
     """``_reduce_chunks`` over bands of rows, one per thread for large steps, then combined.
 
     numpy releases the GIL inside its elementwise ufuncs (though not in its reductions or in
-    ``bincount``), so two threads are about 1.4x as fast as one (docs/benchmarks.md); every
+    ``bincount``), so two threads are 1.2-1.4x as fast as one (docs/benchmarks.md); every
     result part merges exactly (scalar rows stack, bins add, sequences concatenate, tails merge).
     """
     bands = _row_bands(new.shape)
