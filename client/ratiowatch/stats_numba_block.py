@@ -6,14 +6,14 @@ counted into the thread's own histogram.
 
 The k-hat tail (``khat.top_numpy``'s result) is screened from each piece's x while they are
 still in the CPU cache: the thread keeps the valid x above a bar that rises to its
-``TAIL_SIZE``-th largest so far. On large steps this costs what a second pass over the pieces
-reaching the tail cost (with a tail of 4,096 values nearly every piece reaches it); small steps
-pay no separate numpy pass for it.
+``TAIL_SIZE``-th largest so far. The screen rides on the loop that counts the bins: x above the
+bar has a bin at least the bar's, so most tokens cost that loop one well-predicted branch.
 
 Two numba limits shape the loop (see ``numba_math``): it cannot vectorise ``math.expm1`` (a libm
 call per token), so expm1 is evaluated inline; nor a float max/min reduction, so the extremes are
-reduced as order-preserving integer keys of the float bits. ``benchmarks/ablate_numba.py`` times
-the loop with parts of it removed.
+reduced as order-preserving integer keys of the float bits. Rare pieces the loop cannot finish
+(a hidden extreme, a mean ratio below 0.25, ratios beyond 1e130) are redone by scalar loops.
+``benchmarks/ablate_numba.py`` times the loop with parts of it removed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 
 from ratiowatch.khat import TAIL_SIZE
 from ratiowatch.numba_math import (
+    EXPM1_MAX_X,
     ZERO_KEY,
     bits_as_float,
     expm1,
@@ -43,7 +44,6 @@ _PIECE = 1024  # tokens per piece: their bin indices (8 KiB) stay in L1 until co
 # ties with the bar are not candidates, so a step of equal x fills the buffer once.
 _TAIL_HELD = 2 * TAIL_SIZE
 TAIL_CAPACITY = _TAIL_HELD + _PIECE  # a thread's tail buffer: one piece beyond _TAIL_HELD
-_SUB = 64  # tokens the tail screen counts at a time, before copying any of them
 # Each thread counts into 4 interleaved histograms: consecutive tokens often share a bin, and one
 # histogram would chain every increment on the previous store to the same address.
 _WAYS = 4
@@ -151,7 +151,7 @@ def _segment(
     if n == 0:
         top, bottom = order_key(-math.inf), order_key(math.inf)
     elif n < size and ZERO_KEY in (top, bottom):  # a zero for an invalid token hid an extreme
-        high, low, _, _ = _rescan(new, old, mask, span, math.inf)
+        high, low = _rescan(new, old, mask, span, math.inf)[:2]
         top, bottom = order_key(high), order_key(low)
     counts[0] += clip_low
     counts[1] += clip_high
@@ -169,9 +169,11 @@ def _segment(
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
 def _rescan(new: Any, old: Any, mask: Any, span: tuple[int, int], shift: float) -> Any:
-    """(max x, min x, sum exp(x - shift), sum exp(2 (x - shift))) over the valid tokens of
-    ``span``; the sums only for a finite shift. For the rare pieces the fused loop cannot finish."""
-    top, bottom, sum_r, sum_r2 = -math.inf, math.inf, 0.0, 0.0
+    """(max x, min x, sum exp(x - shift), sum exp(2 (x - shift)), sum expm1(x), sum expm1(x)^2)
+    over the valid tokens of ``span``: the ratio sums only for a finite shift, the expm1 sums only
+    for a shift (the max) beyond the inline expm1's range. For the rare pieces the fused loop
+    cannot finish."""
+    top, bottom, sum_r, sum_r2, sum_e, sum_e2 = -math.inf, math.inf, 0.0, 0.0, 0.0, 0.0
     for j in range(*span):
         v: float = np.float64(new[j])
         if old is not None:
@@ -182,17 +184,36 @@ def _rescan(new: Any, old: Any, mask: Any, span: tuple[int, int], shift: float) 
                 r = math.exp(v - shift)
                 sum_r += r
                 sum_r2 += r * r
-    return top, bottom, sum_r, sum_r2
+            if EXPM1_MAX_X < shift < math.inf:
+                e = math.expm1(v)
+                sum_e += e
+                sum_e2 += e * e
+    return top, bottom, sum_r, sum_r2, sum_e, sum_e2
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _count_bins(hist: Any, extent: Any, slots: Any, low: float, high: float) -> None:
-    """Counts ``slots`` into ``hist``, first zeroing the bins in [low, high] not seen before.
+def _count_bins(
+    hist: Any,
+    extent: Any,
+    slots: Any,
+    x_range: tuple[float, float],
+    values: Any,
+    tail: Any,
+    held: int,
+    bar: float,
+) -> int:
+    """Counts ``slots`` into ``hist``, first zeroing the bins in ``x_range`` not seen before, and
+    appends the ``values`` > ``bar`` to ``tail[held:]``; returns the new ``held``.
 
     ``hist`` is allocated uninitialised and zeroed only over ``extent`` (the bins seen so far,
     always including x = 0): a few hundred bins for a typical step instead of all of them, which
     would cost a small step more than its tokens.
+
+    A value above the bar has a slot at least the bar's, so only those tokens are compared. This
+    scalar loop visits every token anyway; the vector loop that the screen had of its own, and
+    its copies of whole 64-token blocks, took about a sixth of the kernel's time.
     """
+    low, high = x_range
     first = _bin(low) if low < 0.0 else _ZERO_BIN
     last = _bin(high) if high > 0.0 else _ZERO_BIN
     if first < extent[0]:
@@ -201,8 +222,14 @@ def _count_bins(hist: Any, extent: Any, slots: Any, low: float, high: float) -> 
     if last > extent[1]:
         hist[(extent[1] + 1) * _WAYS : (last + 1) * _WAYS] = 0
         extent[1] = last
-    for slot in slots:
+    bar_slot = np.uint64(_bin(bar) * _WAYS)  # the first slot of the bar's bin (bin 0 for -inf)
+    for j in range(slots.size):
+        slot = slots[j]
         hist[slot] += 1
+        if slot >= bar_slot:
+            tail[held] = values[j]  # stored whether kept or not: no branch to mispredict
+            held += values[j] > bar
+    return held
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
@@ -258,9 +285,9 @@ def reduce_block(
     """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq and tail
     candidates; returns how many candidates ``tail`` holds."""
     new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
-    # int64, not int32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4), and
-    # int64 slots made the kernel 5-10% faster there.
-    slots = np.empty(_PIECE, dtype=np.int64)
+    # 64-bit, not 32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4); and
+    # unsigned, which spares each count numba's wraparound of negative indices.
+    slots = np.empty(_PIECE, dtype=np.uint64)
     values = np.empty(_PIECE)
     hist = np.empty(NUM_BINS * _WAYS, dtype=np.int64)  # bin-major, ways interleaved
     hist[_ZERO_BIN * _WAYS : (_ZERO_BIN + 1) * _WAYS] = 0
@@ -284,17 +311,23 @@ def reduce_block(
             seq[0][row] += sum_x
             seq[1][row] += n
             at = end
-        n, top = counts[_VALID], key_value(counts[_TOP])
-        if n and top > bar:
-            held, bar = _screen_tail(values[: stop - start], tail, held, bar)
-        _count_bins(hist, extent, slots[: stop - start], key_value(counts[_BOTTOM]), top)
-        hist[_ZERO_BIN * _WAYS] -= stop - start - n  # the invalid tokens, counted as x = 0
+        n, top, bottom = counts[_VALID], key_value(counts[_TOP]), key_value(counts[_BOTTOM])
+        size = stop - start
+        held = _count_bins(hist, extent, slots[:size], (bottom, top), values[:size], tail, held,
+                           bar)  # fmt: skip
+        held, bar = _keep_largest(tail, held, bar)
+        hist[_ZERO_BIN * _WAYS] -= size - n  # the invalid tokens, counted as x = 0
         if n and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
             # sum r = n + sum e, sum r^2 = n + 2 sum e + sum e^2: no cancellation here
             scale = math.exp(-top)
             ratio_sums = ((n + sums[2]) * scale, (n + 2.0 * sums[2] + sums[3]) * scale * scale)
+        elif n:
+            _, _, sum_r, sum_r2, sum_e, sum_e2 = _rescan(new, old, mask, (start, stop), top)
+            ratio_sums = (sum_r, sum_r2)
+            if top > EXPM1_MAX_X:  # the loop's expm1 stopped there
+                sums[2], sums[3] = sum_e, sum_e2
         else:
-            ratio_sums = _rescan(new, old, mask, (start, stop), top)[2:] if n else (0.0, 0.0)
+            ratio_sums = (0.0, 0.0)
         _add_piece(out, carry, counts, sums, ratio_sums)
     for field in _SUMMED:
         out[field] += carry[field]
@@ -304,23 +337,13 @@ def reduce_block(
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _screen_tail(values: Any, tail: Any, held: int, bar: float) -> tuple[int, float]:
-    """Appends the ``values`` > ``bar`` to ``tail[held:]``; past ``_TAIL_HELD`` of them, keeps
-    the ``TAIL_SIZE`` largest and raises the bar to their minimum. Returns (held, bar).
+def _keep_largest(tail: Any, held: int, bar: float) -> tuple[int, float]:
+    """Past ``_TAIL_HELD`` candidates, keeps the ``TAIL_SIZE`` largest and raises the bar to their
+    minimum. Returns (held, bar).
 
     Each value the bar turns away has at least ``TAIL_SIZE`` kept values at or above it, so the
     ``TAIL_SIZE`` largest of all tokens are always among those kept.
     """
-    for at in range(0, values.size, _SUB):
-        part = values[at : at + _SUB]
-        hits = 0
-        for j in range(part.size):  # vectorised: most pieces hold only a few candidates
-            hits += part[j] > bar
-        if hits == 0:
-            continue
-        for j in range(part.size):  # a store per value, kept or not: no branch to mispredict
-            tail[held] = part[j]
-            held += part[j] > bar
     if held > _TAIL_HELD:
         tail[:TAIL_SIZE] = np.partition(tail[:held], held - TAIL_SIZE)[held - TAIL_SIZE : held]
         held, bar = TAIL_SIZE, tail[:TAIL_SIZE].min()

@@ -16,7 +16,7 @@ pytest.importorskip("numba", reason="numba (the [fast] extra) is not installed")
 import numba
 
 from ratiowatch.khat import TAIL_SIZE, top_numpy
-from ratiowatch.numba_math import expm1
+from ratiowatch.numba_math import EXPM1_MAX_X, expm1
 from ratiowatch.sketch import LN_GAMMA
 from ratiowatch.stats import SCALAR_FIELDS, combine_scalars
 from ratiowatch.stats_numba import PARALLEL_MIN_TOKENS, reduce_numba, reduce_numba_tail
@@ -95,12 +95,19 @@ def inline_expm1(x: np.ndarray) -> np.ndarray:
 def test_inline_expm1_is_within_about_one_ulp() -> None:
     rng = np.random.default_rng(6)
     x = np.concatenate([rng.standard_normal(20_000) * s for s in (1e-9, 1e-3, 0.3, 3, 30, 300)])
-    x = np.concatenate([x[np.abs(x) < 709], [0.0, -0.0, 5e-324, -745.0, -1e300]])
+    x = np.concatenate([x[np.abs(x) < 709], [0.0, -0.0, 5e-324, -745.0, -1e300, EXPM1_MAX_X]])
     want = np.expm1(x)
     np.testing.assert_allclose(inline_expm1(x), want, rtol=4e-16, atol=0)
-    with np.errstate(over="ignore"):
-        assert np.isinf(inline_expm1(np.array([709.79, 710.0, 1e300]))).all()
-    assert inline_expm1(np.array([709.78]))[0] == pytest.approx(np.expm1(709.78), rel=4e-16)
+    # Beyond its range it stops at EXPM1_MAX_X (the kernel redoes such pieces: the next test).
+    beyond = inline_expm1(np.array([709.5, 710.0, 1e300]))
+    np.testing.assert_allclose(beyond, np.expm1(EXPM1_MAX_X), rtol=4e-16)
+
+
+def test_ratios_beyond_the_inline_expm1() -> None:
+    """An x in (EXPM1_MAX_X, 709.78] has a finite expm1 that the fused loop cannot compute."""
+    x = np.random.default_rng(8).standard_normal((3, 1500))
+    x[1, 7] = 709.5
+    check(x, None, None, None, CLIP)
 
 
 def test_the_host_entry_point_uses_numba_when_installed() -> None:
