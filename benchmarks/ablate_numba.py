@@ -6,7 +6,11 @@ alternating round by round so that the machine's drift hits every variant alike.
 compute wrong numbers on purpose: only their times mean anything. A part whose removal saves
 little is not what bounds the loop.
 
+``--against DIR`` times the installed kernel against the unedited package in DIR instead, e.g.
+another commit's: ``git worktree add /tmp/old COMMIT`` and DIR = /tmp/old/client/ratiowatch.
+
 Usage: python benchmarks/ablate_numba.py [--rounds 3] [--tokens 16777216] [--calls 9]
+       [--against DIR]
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ VARIANTS: dict[str, tuple[Edit, ...]] = {
 }
 
 
-def variant_package(root: Path, edits: tuple[Edit, ...]) -> Path:
-    """A copy of the installed package under ``root``, with each edit applied once."""
+def variant_package(root: Path, edits: tuple[Edit, ...], source: Path | None = None) -> Path:
+    """A copy of the package in ``source`` (by default the installed one) under ``root``, with
+    each edit applied once."""
     import ratiowatch
 
-    source = Path(ratiowatch.__file__).parent
+    source = source or Path(ratiowatch.__file__).parent
     target = root / "ratiowatch"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     kernel = target / "stats_numba_block.py"
@@ -90,16 +95,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=16 * 2**20)
     parser.add_argument("--calls", type=int, default=9)
+    parser.add_argument("--against", type=Path, help="a ratiowatch package directory to compare")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a variant's root: time it
     args = parser.parse_args()
     if args.child:
         child(args.child, args.tokens, args.calls)
         return
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    sources: dict[str, tuple[tuple[Edit, ...], Path | None]]
+    if args.against:
+        sources = {"kernel": ((), None), str(args.against): ((), args.against)}
+    else:
+        sources = {name: (edits, None) for name, edits in VARIANTS.items()}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
     with tempfile.TemporaryDirectory() as scratch:
         paths = {
-            name: variant_package(Path(scratch) / str(i), edits)
-            for i, (name, edits) in enumerate(VARIANTS.items())
+            name: variant_package(Path(scratch) / str(i), edits, source)
+            for i, (name, (edits, source)) in enumerate(sources.items())
         }
         command = [
             sys.executable,
