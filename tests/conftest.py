@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +10,37 @@ from pathlib import Path
 import httpx
 import pytest
 
+import ratiowatch
 from ratiowatch import guard
 from tests.support import LiveServer, start_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _drop_stale_numba_kernels()
+
+
+def _drop_stale_numba_kernels() -> None:
+    """Deletes the package's cached numba kernels when any of its sources changed since.
+
+    numba keys a cached kernel on its own file only, while the kernels inline helpers and freeze
+    constants from other modules (numba_math, stats_numba_block, sketch, stats, khat): after an
+    edit there, the tests would run the old code (numba_math's docstring).
+    """
+    package = Path(ratiowatch.__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.glob("*.py")):
+        digest.update(source.read_bytes())
+    cache = package / "__pycache__"
+    stamp = cache / "numba-kernels.sha256"
+    if stamp.is_file() and stamp.read_text() == digest.hexdigest():
+        return
+    try:
+        for kernel in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+            kernel.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # a read-only install: numba caches elsewhere, or not at all
+        pass
 
 
 @pytest.fixture(autouse=True)

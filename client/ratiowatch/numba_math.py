@@ -3,8 +3,9 @@ that call them: numba can vectorise neither ``math.expm1`` (a libm call per elem
 max/min reduction, and it has no scalar bit cast. They are inlined into the caller's IR and so
 compiled with the caller's fastmath flags.
 
-numba's disk cache keys each kernel on its own file only: after an edit here, delete the cached
-kernels (``__pycache__/*.nbi``, ``*.nbc``) or the old code keeps running.
+numba's disk cache keys each kernel on its own file only: after an edit here, the kernels cached
+from the other modules keep the old code until deleted (``__pycache__/*.nbi``, ``*.nbc``; the test
+suite does so whenever a source of the package changed).
 """
 
 from __future__ import annotations
