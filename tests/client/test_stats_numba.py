@@ -248,6 +248,15 @@ def test_tail_equals_top_numpy(
     check_tail(tied, np.zeros_like(tied), mask)
 
 
+@pytest.mark.parametrize("shift", [-200.0, 200.0])
+def test_tail_beyond_the_sketch_range(shift: float) -> None:
+    """The screen compares tokens from the bar's sketch bin up; here that bin is clamped to the
+    zero or the overflow bin (ratios beyond 1e-38 and 1e38), which holds every token."""
+    x = shift + np.random.default_rng(10).standard_normal((4, 70_000))
+    check_tail(x, None, None)
+    check_tail(x, None, x > shift)
+
+
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (4, 8), (2, 70_000), (2, 140_000)])
 def test_tail_of_empty_all_masked_and_constant_steps(shape: tuple[int, ...]) -> None:
     """Also steps where every x ties: the tail is that one value, repeated."""
