@@ -157,9 +157,15 @@ def measure(
     return timings
 
 
-def report(title: str, timings: dict[str, list[float]], unit: str, scale: float) -> None:
+def report(
+    title: str,
+    timings: dict[str, list[float]],
+    unit: str,
+    scale: float,
+    naive_case: str = "naive numpy",
+) -> None:
     medians = {name: statistics.median(values) for name, values in timings.items()}
-    floor, naive_time = medians["floor"], medians["naive numpy"]
+    floor, naive_time = medians["floor"], medians[naive_case]
     print(f"\n{title}")
     print(f"  {'case':<20}{'median ' + unit:>12}{'min ' + unit:>10}{'x floor':>9}{'naive/x':>9}")
     for name, values in timings.items():

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from ratiowatch.arrays import StepArrays, as_numpy, validate_inputs
 from ratiowatch.errors import InvalidArgumentError
-from ratiowatch.khat import merge_tails, top_torch
+from ratiowatch.khat import merge_tails
 from ratiowatch.sketch import RatioSketch
 from ratiowatch.stats_finalize import QUANTILE_KEYS, QUANTILES, finalize_partial
 
@@ -283,11 +283,12 @@ def _reduce(
             first, second, mask, advantages, *thresholds
         )
     else:
-        from ratiowatch.stats_torch import reduce_torch
+        from ratiowatch.stats_torch import reduce_device
 
         first, second, mask, advantages = operands
-        table, bins, seq_sum, seq_count = reduce_torch(first, second, mask, advantages, *thresholds)
-        tail = top_torch(first, second, mask)
+        table, bins, seq_sum, seq_count, tail = reduce_device(
+            first, second, mask, advantages, *thresholds
+        )
     sketch = RatioSketch()
     sketch.add_bins(bins)
     return FamilyPartial.from_scalars(

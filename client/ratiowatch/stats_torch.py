@@ -1,5 +1,8 @@
 """torch reduction of log-ratios, on the device that holds them.
 
+``reduce_device`` sends CUDA tensors to the fused Triton kernel (``stats_triton``); the eager ops
+here are for other devices, and for CUDA where Triton is missing or fails.
+
 Moving a 64M-token step to the host would cost more than the training step's own transfer budget,
 so everything is reduced where the tensors live and the host receives one small tensor (scalar rows,
 sketch bins and per-row sums concatenated) in a single transfer. Nothing here branches on device
@@ -12,17 +15,19 @@ same numbers up to summation order.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ratiowatch.khat import top_torch
 from ratiowatch.sketch import INV_LN_GAMMA, KEY_OFFSET, MAX_KEY, NUM_BINS
-from ratiowatch.stats import SCALAR_FIELDS
+from ratiowatch.stats import EMPTY_SCALARS, SCALAR_FIELDS
 from ratiowatch.stats_numpy import Chunk, chunk_indices
 
-__all__ = ["reduce_torch"]
+__all__ = ["reduce_device", "reduce_torch"]
 
 # Elements per chunk: bounds the float64 temporaries (a few times 8 bytes per element) on a GPU
 # that is busy training, while keeping kernel launches few; on CPU, sized for the cache instead.
@@ -31,6 +36,31 @@ _CPU_CHUNK = 1 << 16
 
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
+
+logger = logging.getLogger("ratiowatch")
+_triton = {"usable": True}  # cleared for the process once the Triton kernel failed
+
+
+def reduce_device(
+    new: Any, old: Any, mask: Any, advantages: Any, low: float, high: float
+) -> tuple[Float64Array, Int64Array, Float64Array, Int64Array, Float64Array]:
+    """``reduce_cpu``'s results (with the k-hat tail) for tensors on any torch device.
+
+    CUDA tensors go to the fused Triton kernel (``stats_triton``) where Triton imports and
+    compiles; anything else, or a failure there (logged once), to the eager ops of this module.
+    """
+    if new.device.type == "cuda" and _triton["usable"]:
+        try:
+            from ratiowatch.stats_triton import reduce_triton
+
+            return reduce_triton(new, old, mask, advantages, low, high)
+        except Exception:  # ImportError, or a compiler that rejects the kernel on this GPU
+            _triton["usable"] = False
+            logger.warning(
+                "ratiowatch: the Triton statistics kernel is unavailable; using torch ops",
+                exc_info=True,
+            )
+    return (*reduce_torch(new, old, mask, advantages, low, high), top_torch(new, old, mask))
 
 
 def reduce_torch(
@@ -73,7 +103,8 @@ def reduce_torch(
             else:  # a piece of one long row
                 seq_sum[row] += scalars["sum_x"]
                 seq_count[row] += scalars["count"]
-    scalar_rows = torch.stack(table) if table else torch.zeros(0, len(SCALAR_FIELDS))
+    # a step without tokens has no chunk: it is one empty row, as on the host
+    scalar_rows = torch.stack(table) if table else torch.from_numpy(EMPTY_SCALARS[None, :])
     host = (
         torch.cat([scalar_rows.to(device).reshape(-1), bins.to(torch.float64), seq_sum, seq_count])
         .cpu()

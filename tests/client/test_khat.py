@@ -12,6 +12,8 @@ import torch
 from ratiowatch.khat import TAIL_SIZE, merge_tails, psis_khat, top_numpy, top_torch
 from ratiowatch.stats import compute_partial
 
+from .devices import TORCH_DEVICES
+
 
 def arviz_khat(log_weights: np.ndarray) -> float:
     with warnings.catch_warnings():
@@ -62,8 +64,9 @@ def test_too_few_tail_samples_give_none() -> None:
     assert psis_khat(np.zeros(0), 0) is None
 
 
+@pytest.mark.parametrize("device", TORCH_DEVICES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tail_is_the_largest_masked_finite_logratios(dtype: type) -> None:
+def test_tail_is_the_largest_masked_finite_logratios(dtype: type, device: str) -> None:
     rng = np.random.default_rng(2)
     logp_old = (-rng.exponential(1.0, (300, 500))).astype(dtype)
     logp = (logp_old + rng.standard_t(3, logp_old.shape) * 0.1).astype(dtype)
@@ -74,7 +77,7 @@ def test_tail_is_the_largest_masked_finite_logratios(dtype: type) -> None:
     valid = x[mask & np.isfinite(x)]
     want = np.sort(valid)[-TAIL_SIZE:]
     np.testing.assert_array_equal(np.sort(top_numpy(logp, logp_old, mask)), want)
-    tensors = [torch.from_numpy(a) for a in (logp, logp_old, mask)]
+    tensors = [torch.from_numpy(a).to(device) for a in (logp, logp_old, mask)]
     np.testing.assert_array_equal(np.sort(top_torch(*tensors)), want)
 
 

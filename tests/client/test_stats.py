@@ -27,6 +27,8 @@ from ratiowatch.stats import (
 from ratiowatch.stats_numpy import reduce_numpy, reduce_numpy_tail
 from ratiowatch.stats_torch import reduce_torch
 
+from .devices import TORCH_DEVICES
+
 CLIP = (0.2, 0.28)
 
 
@@ -125,20 +127,22 @@ def test_numpy_matches_reference(dtype: type) -> None:
     assert_matches(partials["ppo"].finalize(), expected, rtol=1e-9)
 
 
+@pytest.mark.parametrize("device", TORCH_DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kernel", ["public", "torch"])
-def test_torch_matches_reference(dtype: torch.dtype, kernel: str) -> None:
+def test_torch_matches_reference(dtype: torch.dtype, kernel: str, device: str) -> None:
     step = heavy_tailed_step(1)
-    logp = torch.from_numpy(step["logp"]).to(dtype)
-    logp_old = torch.from_numpy(step["logp_old"]).to(dtype)
-    mask, adv = torch.from_numpy(step["mask"]), torch.from_numpy(step["adv"])
-    x_all = logp.double().numpy() - logp_old.double().numpy()
+    logp, logp_old, mask, adv = (
+        torch.from_numpy(step[key]).to(device) for key in ("logp", "logp_old", "mask", "adv")
+    )
+    logp, logp_old = logp.to(dtype), logp_old.to(dtype)
+    x_all = logp.double().cpu().numpy() - logp_old.double().cpu().numpy()
     expected = reference(x_all, step["mask"], step["adv"])
     if kernel == "public":
         partial = compute_step_partials(
             logp=logp, logp_old=logp_old, mask=mask, advantages=adv, clip=CLIP
         )["ppo"]
-    else:  # the device kernel, run on CPU
+    else:  # the device kernel, also on CPU tensors
         partial = partial_from(reduce_torch(logp, logp_old, mask, adv, *thresholds(CLIP)), True)
     assert_matches(partial.finalize(), expected, rtol=1e-9)
 
@@ -158,9 +162,10 @@ def partial_from(reduced: tuple[Any, ...], with_advantages: bool) -> FamilyParti
     )
 
 
-def test_sixty_four_million_tokens_need_no_sort() -> None:
+@pytest.mark.parametrize("device", TORCH_DEVICES)
+def test_sixty_four_million_tokens_need_no_sort(device: str) -> None:
     """4x the 16,777,216 elements past which ``torch.quantile`` refuses, on the host kernel and
-    on the device kernel (run on CPU). The step repeats one heavy-tailed row, so its statistics
+    on the device kernel. The step repeats one heavy-tailed row, so its statistics
     are that row's, computed by the plain reference on four copies of it."""
     step = heavy_tailed_step(3, rows=3, width=4096)
     logp, logp_old = (step[key][2:].astype(np.float32) for key in ("logp", "logp_old"))
@@ -177,18 +182,20 @@ def test_sixty_four_million_tokens_need_no_sort() -> None:
         logp=tensors[0], logp_old=tensors[1], mask=tensors[2], advantages=tensors[3], clip=CLIP
     )["ppo"]
     assert_matches(on_host.finalize(), expected, rtol=1e-9)
+    tensors = [tensor.to(device) for tensor in tensors]
     on_device = partial_from(reduce_torch(*tensors, *thresholds(CLIP)), True)
     assert_matches(on_device.finalize(), expected, rtol=1e-9)
     tail = top_torch(*tensors[:3])
     np.testing.assert_array_equal(tail, np.full(TAIL_SIZE, x_row[mask & np.isfinite(x_row)].max()))
 
 
-def test_torch_kernel_agrees_with_numpy_kernel_bin_for_bin() -> None:
+@pytest.mark.parametrize("device", TORCH_DEVICES)
+def test_torch_kernel_agrees_with_numpy_kernel_bin_for_bin(device: str) -> None:
     step = heavy_tailed_step(2)
     args = (step["logp"], step["logp_old"], step["mask"], step["adv"], *thresholds(CLIP))
     on_host = reduce_numpy(*args)
     on_device = reduce_torch(
-        *(torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args)
+        *(torch.from_numpy(a).to(device) if isinstance(a, np.ndarray) else a for a in args)
     )
     np.testing.assert_array_equal(on_host[1], on_device[1])
     np.testing.assert_array_equal(on_host[3], on_device[3])
@@ -242,19 +249,19 @@ def test_one_dimensional_input_has_no_sequence_statistics() -> None:
     assert "clip_active" not in stats
 
 
-def test_float32_logratios_up_to_sixty_stay_finite_and_accurate() -> None:
+@pytest.mark.parametrize("device", TORCH_DEVICES)
+def test_float32_logratios_up_to_sixty_stay_finite_and_accurate(device: str) -> None:
     rng = np.random.default_rng(6)
     logp_old = (-rng.exponential(1.0, (16, 256))).astype(np.float32)
     logp = (logp_old + rng.uniform(-60, 60, (16, 256))).astype(np.float32)
     logp[0, 0], logp_old[0, 0] = 0.0, np.float32(-60.0)
     x_all = logp.astype(np.float64) - logp_old.astype(np.float64)
     expected = reference(x_all)
-    for inputs in [(logp, logp_old), (torch.from_numpy(logp), torch.from_numpy(logp_old))]:
+    tensors = (torch.from_numpy(logp).to(device), torch.from_numpy(logp_old).to(device))
+    for inputs in [(logp, logp_old), tensors]:
         stats = compute_step_partials(logp=inputs[0], logp_old=inputs[1], clip=CLIP)["ppo"]
         assert_matches(stats.finalize(), expected, rtol=1e-9)
-    torch_kernel = reduce_torch(
-        torch.from_numpy(logp), torch.from_numpy(logp_old), None, None, 0, 0
-    )
+    torch_kernel = reduce_torch(*tensors, None, None, 0, 0)
     assert partial_from(torch_kernel, False).finalize()["ess"] == pytest.approx(expected["ess"])
 
 
@@ -288,16 +295,17 @@ def test_ratios_beyond_float64_give_none_not_nan() -> None:
     assert all(v is None or math.isfinite(v) for v in stats.values())
 
 
+@pytest.mark.parametrize("device", TORCH_DEVICES)
 @pytest.mark.parametrize(
     "shape_and_mask",
     [((0,), None), ((0, 5), None), ((3, 0), None), ((4, 8), "none"), ((4, 8), "nan")],
 )
-def test_empty_steps_give_counts_and_nones(shape_and_mask: tuple[Any, Any]) -> None:
+def test_empty_steps_give_counts_and_nones(shape_and_mask: tuple[Any, Any], device: str) -> None:
     shape, kind = shape_and_mask
     logp = np.full(shape, np.nan) if kind == "nan" else np.zeros(shape)
     mask = None if kind is None else np.zeros(shape, dtype=bool) if kind == "none" else None
     adv = np.zeros(shape[:1])
-    for backend in (np.asarray, torch.from_numpy):
+    for backend in (np.asarray, lambda a: torch.from_numpy(a).to(device)):
         args = {"logp": backend(logp), "logp_old": backend(np.zeros(shape))}
         if mask is not None:
             args["mask"] = backend(mask)
