@@ -13,7 +13,9 @@ from __future__ import annotations
 
 __all__ = ["EXPM1_MAX_X", "EXPM1_MIN_X", "LN2_HI", "LN2_LO", "LOG2E", "Q"]
 
-EXPM1_MAX_X = 709.0  # the largest x for which 2^k is a float64 (k <= 1023)
+# The largest |x| for which 2^k is a float64 (|k| <= 1023; the bits of 2^-1023 read as 0, where
+# expm1 is -1 anyway).
+EXPM1_MAX_X = 709.0
 EXPM1_MIN_X = -60.0  # below, expm1 rounds to -1
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01  # fdlibm's split: k * LN2_HI is exact for |k| < 2^11

@@ -12,7 +12,8 @@ bar has a bin at least the bar's, so most tokens cost that loop one well-predict
 Two numba limits shape the loop (see ``numba_math``): it cannot vectorise ``math.expm1`` (a libm
 call per token), so expm1 is evaluated inline; nor a float max/min reduction, so the extremes are
 reduced as order-preserving integer keys of the float bits. Rare pieces the loop cannot finish
-(a hidden extreme, a mean ratio below 0.25, ratios beyond 1e130) are redone by scalar loops.
+(a hidden extreme, a mean ratio below 0.25, ratios beyond 1e130, or beyond 1e38 or below 1e-38
+for their bins) are redone by scalar loops: the loop itself clamps nothing.
 ``benchmarks/ablate_numba.py`` times the loop with parts of it removed.
 """
 
@@ -75,6 +76,20 @@ def _bin(x: float) -> int:
     """Dense sketch bin of x, by exactly the float64 steps of ``sketch.bin_indices``."""
     t = np.ceil(x * INV_LN_GAMMA)
     return int(min(max(t, _KEY_LOW), _KEY_HIGH) - _KEY_LOW)
+
+
+@numba.njit(inline="always", cache=True, fastmath=_FAST)  # type: ignore[untyped-decorator]
+def _unclamped_bin(x: float) -> int:
+    """``_bin`` for x within the sketch's key range (ratios in [1e-38, 1e38]); meaningless beyond
+    it, where ``_count_bins`` recomputes the piece's slots with ``_bin``."""
+    return int(np.ceil(x * INV_LN_GAMMA) - _KEY_LOW)
+
+
+@numba.njit(inline="always", cache=True, fastmath=_FAST)  # type: ignore[untyped-decorator]
+def _in_key_range(low: float, high: float) -> bool:
+    """Whether every x in [low, high] has its ``_bin`` without clamping (ceil is monotonic)."""
+    lowest, highest = np.ceil(low * INV_LN_GAMMA), np.ceil(high * INV_LN_GAMMA)
+    return lowest >= _KEY_LOW and highest <= _KEY_HIGH  # type: ignore[no-any-return]
 
 
 @numba.njit(cache=True, fastmath=_FAST, nogil=True)  # type: ignore[untyped-decorator]
@@ -146,12 +161,12 @@ def _segment(
             active += (above & (adv_part[j] > 0)) | (below & (adv_part[j] < 0))
         if row_adv is not None:
             active += (above & positive) | (below & negative)
-        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))
+        slots[j] = _unclamped_bin(x) * _WAYS + (j & (_WAYS - 1))
         values[j] = x + bits_as_float(_NEG_INF_BITS & (np.int64(keep) - 1))
     if n == 0:
         top, bottom = order_key(-math.inf), order_key(math.inf)
     elif n < size and ZERO_KEY in (top, bottom):  # a zero for an invalid token hid an extreme
-        high, low = _rescan(new, old, mask, span, math.inf)[:2]
+        high, low = _rescan(new, old, mask, span, math.inf, False)[:2]
         top, bottom = order_key(high), order_key(low)
     counts[0] += clip_low
     counts[1] += clip_high
@@ -168,10 +183,12 @@ def _segment(
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _rescan(new: Any, old: Any, mask: Any, span: tuple[int, int], shift: float) -> Any:
+def _rescan(
+    new: Any, old: Any, mask: Any, span: tuple[int, int], shift: float, with_expm1: bool
+) -> Any:
     """(max x, min x, sum exp(x - shift), sum exp(2 (x - shift)), sum expm1(x), sum expm1(x)^2)
     over the valid tokens of ``span``: the ratio sums only for a finite shift, the expm1 sums only
-    for a shift (the max) beyond the inline expm1's range. For the rare pieces the fused loop
+    ``with_expm1`` (for pieces beyond the inline expm1's range). For the rare pieces the fused loop
     cannot finish."""
     top, bottom, sum_r, sum_r2, sum_e, sum_e2 = -math.inf, math.inf, 0.0, 0.0, 0.0, 0.0
     for j in range(*span):
@@ -184,7 +201,7 @@ def _rescan(new: Any, old: Any, mask: Any, span: tuple[int, int], shift: float) 
                 r = math.exp(v - shift)
                 sum_r += r
                 sum_r2 += r * r
-            if EXPM1_MAX_X < shift < math.inf:
+            if with_expm1:
                 e = math.expm1(v)
                 sum_e += e
                 sum_e2 += e * e
@@ -203,7 +220,9 @@ def _count_bins(
     bar: float,
 ) -> int:
     """Counts ``slots`` into ``hist``, first zeroing the bins in ``x_range`` not seen before, and
-    appends the ``values`` > ``bar`` to ``tail[held:]``; returns the new ``held``.
+    appends the ``values`` > ``bar`` to ``tail[held:]``; returns the new ``held``. A piece with
+    ratios beyond the sketch's range (1e-38, 1e38) first has its slots redone with the clamps that
+    the token loop leaves out.
 
     ``hist`` is allocated uninitialised and zeroed only over ``extent`` (the bins seen so far,
     always including x = 0): a few hundred bins for a typical step instead of all of them, which
@@ -222,6 +241,10 @@ def _count_bins(
     if last > extent[1]:
         hist[(extent[1] + 1) * _WAYS : (last + 1) * _WAYS] = 0
         extent[1] = last
+    if not _in_key_range(min(low, 0.0), max(high, 0.0)):  # (the zeros of invalid tokens)
+        for j in range(slots.size):  # ratios beyond 1e38 or below 1e-38: the clamped bins
+            x = values[j]
+            slots[j] = _bin(x if x > -math.inf else 0.0) * _WAYS + (j & (_WAYS - 1))
     bar_slot = np.uint64(_bin(bar) * _WAYS)  # the first slot of the bar's bin (bin 0 for -inf)
     for j in range(slots.size):
         slot = slots[j]
@@ -317,14 +340,17 @@ def reduce_block(
                            bar)  # fmt: skip
         held, bar = _keep_largest(tail, held, bar)
         hist[_ZERO_BIN * _WAYS] -= size - n  # the invalid tokens, counted as x = 0
-        if n and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
+        expm1_done = bottom >= -EXPM1_MAX_X and top <= EXPM1_MAX_X  # the loop's expm1 range
+        if n and expm1_done and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
             # sum r = n + sum e, sum r^2 = n + 2 sum e + sum e^2: no cancellation here
             scale = math.exp(-top)
             ratio_sums = ((n + sums[2]) * scale, (n + 2.0 * sums[2] + sums[3]) * scale * scale)
         elif n:
-            _, _, sum_r, sum_r2, sum_e, sum_e2 = _rescan(new, old, mask, (start, stop), top)
+            _, _, sum_r, sum_r2, sum_e, sum_e2 = _rescan(
+                new, old, mask, (start, stop), top, not expm1_done
+            )
             ratio_sums = (sum_r, sum_r2)
-            if top > EXPM1_MAX_X:  # the loop's expm1 stopped there
+            if not expm1_done:
                 sums[2], sums[3] = sum_e, sum_e2
         else:
             ratio_sums = (0.0, 0.0)
