@@ -45,9 +45,11 @@ _PIECE = 1024  # tokens per piece: their bin indices (8 KiB) stay in L1 until co
 # ties with the bar are not candidates, so a step of equal x fills the buffer once.
 _TAIL_HELD = 2 * TAIL_SIZE
 TAIL_CAPACITY = _TAIL_HELD + _PIECE  # a thread's tail buffer: one piece beyond _TAIL_HELD
-# Each thread counts into 4 interleaved histograms: consecutive tokens often share a bin, and one
-# histogram would chain every increment on the previous store to the same address.
+# Each thread counts into 4 histograms in turn: consecutive tokens often share a bin, and one
+# histogram would chain every increment on the previous store to the same address. Each holds
+# the invalid tokens' slot, then the NUM_BINS dense bins.
 _WAYS = 4
+_WAY_SIZE = NUM_BINS + 1
 # As in stats_numpy: sum_r and sum_r2 are derived from sum_e and sum_e2 when that is exact enough.
 _DERIVE_MAX_X = 300.0
 _DERIVE_MIN_MEAN_R = 0.25
@@ -65,10 +67,13 @@ _COUNTED = tuple(SCALAR_FIELDS.index(name) for name in ("clip_low", "clip_high",
 _SUMMED = tuple(SCALAR_FIELDS.index(name) for name in ("sum_x", "sum_x2", "sum_e", "sum_e2"))
 _MASKED, _VALID, _TOP, _BOTTOM = 3, 4, 5, 6  # counts[:3] are the _COUNTED fields
 _NUM_FIELDS = len(SCALAR_FIELDS)
-_ZERO_BIN = -KEY_OFFSET  # dense bin of x = 0, where invalid tokens are parked and then removed
+_ZERO_BIN = -KEY_OFFSET  # dense bin of x = 0
 _KEY_LOW = float(KEY_OFFSET)
 _KEY_HIGH = float(MAX_KEY + 1)
-_NEG_INF_BITS = -0x10000000000000  # the bits of -inf, as an int64
+# Slots are sketch keys ceil(x / ln(gamma)), not dense bins: a histogram index is then the slot
+# plus a constant, which the count loop's addressing absorbs. Invalid tokens get the key below
+# the lowest: they are counted apart, and no bar admits them to the tail.
+_INVALID_SLOT = KEY_OFFSET - 1
 
 
 @numba.njit(inline="always", cache=True, fastmath=_FAST)  # type: ignore[untyped-decorator]
@@ -79,10 +84,10 @@ def _bin(x: float) -> int:
 
 
 @numba.njit(inline="always", cache=True, fastmath=_FAST)  # type: ignore[untyped-decorator]
-def _unclamped_bin(x: float) -> int:
-    """``_bin`` for x within the sketch's key range (ratios in [1e-38, 1e38]); meaningless beyond
-    it, where ``_count_bins`` recomputes the piece's slots with ``_bin``."""
-    return int(np.ceil(x * INV_LN_GAMMA) - _KEY_LOW)
+def _slot(x: float) -> int:
+    """The sketch key of x, ``_bin(x) + KEY_OFFSET`` for x within the key range (ratios in
+    [1e-38, 1e38]); meaningless beyond it, where ``_redo_slots`` recomputes the piece's slots."""
+    return int(np.ceil(x * INV_LN_GAMMA))
 
 
 @numba.njit(inline="always", cache=True, fastmath=_FAST)  # type: ignore[untyped-decorator]
@@ -107,8 +112,9 @@ def _segment(
     counts: Any,
     sums: Any,
 ) -> tuple[int, float]:
-    """Adds tokens ``span`` (within one row) to ``counts``/``sums``; their bins go to ``slots``,
-    their x to ``values`` (-inf for invalid tokens), for the tail screen to reread from the cache.
+    """Adds tokens ``span`` (within one row) to ``counts``/``sums``; their sketch keys go to
+    ``slots`` (``_INVALID_SLOT`` for invalid tokens), their x to ``values``, for the count loop and
+    the tail screen to reread from the cache.
 
     Returns the row's (count, sum of x) over the span. One loop on purpose: splitting it by
     statistic would read the tokens from memory again.
@@ -161,8 +167,8 @@ def _segment(
             active += (above & (adv_part[j] > 0)) | (below & (adv_part[j] < 0))
         if row_adv is not None:
             active += (above & positive) | (below & negative)
-        slots[j] = _unclamped_bin(x) * _WAYS + (j & (_WAYS - 1))
-        values[j] = x + bits_as_float(_NEG_INF_BITS & (np.int64(keep) - 1))
+        slots[j] = _slot(x) if keep else _INVALID_SLOT
+        values[j] = x
     if n == 0:
         top, bottom = order_key(-math.inf), order_key(math.inf)
     elif n < size and ZERO_KEY in (top, bottom):  # a zero for an invalid token hid an extreme
@@ -220,9 +226,7 @@ def _count_bins(
     bar: float,
 ) -> int:
     """Counts ``slots`` into ``hist``, first zeroing the bins in ``x_range`` not seen before, and
-    appends the ``values`` > ``bar`` to ``tail[held:]``; returns the new ``held``. A piece with
-    ratios beyond the sketch's range (1e-38, 1e38) first has its slots redone with the clamps that
-    the token loop leaves out.
+    appends the ``values`` > ``bar`` to ``tail[held:]``; returns the new ``held``.
 
     ``hist`` is allocated uninitialised and zeroed only over ``extent`` (the bins seen so far,
     always including x = 0): a few hundred bins for a typical step instead of all of them, which
@@ -235,24 +239,32 @@ def _count_bins(
     low, high = x_range
     first = _bin(low) if low < 0.0 else _ZERO_BIN
     last = _bin(high) if high > 0.0 else _ZERO_BIN
-    if first < extent[0]:
-        hist[first * _WAYS : extent[0] * _WAYS] = 0
-        extent[0] = first
-    if last > extent[1]:
-        hist[(extent[1] + 1) * _WAYS : (last + 1) * _WAYS] = 0
-        extent[1] = last
-    if not _in_key_range(min(low, 0.0), max(high, 0.0)):  # (the zeros of invalid tokens)
-        for j in range(slots.size):  # ratios beyond 1e38 or below 1e-38: the clamped bins
-            x = values[j]
-            slots[j] = _bin(x if x > -math.inf else 0.0) * _WAYS + (j & (_WAYS - 1))
-    bar_slot = np.uint64(_bin(bar) * _WAYS)  # the first slot of the bar's bin (bin 0 for -inf)
-    for j in range(slots.size):
-        slot = slots[j]
-        hist[slot] += 1
-        if slot >= bar_slot:
-            tail[held] = values[j]  # stored whether kept or not: no branch to mispredict
-            held += values[j] > bar
+    for way in range(_WAYS):
+        base = way * _WAY_SIZE + 1
+        hist[base + first : base + extent[0]] = 0
+        hist[base + extent[1] + 1 : base + last + 1] = 0
+    extent[0], extent[1] = min(extent[0], first), max(extent[1], last)
+    bar_slot = _bin(bar) + KEY_OFFSET  # the lowest slot of the bar's bin, above _INVALID_SLOT
+    for j in range(0, slots.size, _WAYS):  # (the caller pads slots to whole groups of _WAYS)
+        for way in range(_WAYS):  # unrolled, so each way's offset is a constant of the addressing
+            slot = slots[j + way]
+            hist[np.uint64(slot - _INVALID_SLOT + way * _WAY_SIZE)] += 1
+            if slot >= bar_slot:
+                tail[held] = values[j + way]  # stored whether kept or not: no branch to mispredict
+                held += values[j + way] > bar
     return held
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _redo_slots(new: Any, old: Any, mask: Any, span: tuple[int, int], slots: Any) -> None:
+    """The slots of tokens ``span`` with the clamps of ``_bin``, for the rare pieces with ratios
+    beyond the sketch's range (1e-38, 1e38), where the token loop's are meaningless."""
+    for j in range(*span):
+        v: float = np.float64(new[j])
+        if old is not None:
+            v -= np.float64(old[j])
+        valid = abs(v) < math.inf and (mask is None or mask[j])
+        slots[j - span[0]] = _bin(v) + KEY_OFFSET if valid else _INVALID_SLOT
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
@@ -310,10 +322,12 @@ def reduce_block(
     new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
     # 64-bit, not 32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4); and
     # unsigned, which spares each count numba's wraparound of negative indices.
-    slots = np.empty(_PIECE, dtype=np.uint64)
+    slots = np.empty(_PIECE, dtype=np.int64)
     values = np.empty(_PIECE)
-    hist = np.empty(NUM_BINS * _WAYS, dtype=np.int64)  # bin-major, ways interleaved
-    hist[_ZERO_BIN * _WAYS : (_ZERO_BIN + 1) * _WAYS] = 0
+    hist = np.empty(_WAYS * _WAY_SIZE, dtype=np.int64)
+    for way in range(_WAYS):
+        hist[way * _WAY_SIZE] = 0  # the invalid tokens' slot
+        hist[way * _WAY_SIZE + 1 + _ZERO_BIN] = 0
     extent = np.array([_ZERO_BIN, _ZERO_BIN])
     carry = np.zeros(_NUM_FIELDS)
     counts = np.empty(7, dtype=np.int64)
@@ -336,10 +350,13 @@ def reduce_block(
             at = end
         n, top, bottom = counts[_VALID], key_value(counts[_TOP]), key_value(counts[_BOTTOM])
         size = stop - start
-        held = _count_bins(hist, extent, slots[:size], (bottom, top), values[:size], tail, held,
-                           bar)  # fmt: skip
+        if not _in_key_range(bottom, top):  # (true of a piece without valid tokens)
+            _redo_slots(new, old, mask, (start, stop), slots)
+        padded = -(-size // _WAYS) * _WAYS
+        slots[size:padded] = _INVALID_SLOT
+        held = _count_bins(hist, extent, slots[:padded], (bottom, top), values[:padded], tail,
+                           held, bar)  # fmt: skip
         held, bar = _keep_largest(tail, held, bar)
-        hist[_ZERO_BIN * _WAYS] -= size - n  # the invalid tokens, counted as x = 0
         expm1_done = bottom >= -EXPM1_MAX_X and top <= EXPM1_MAX_X  # the loop's expm1 range
         if n and expm1_done and top <= _DERIVE_MAX_X and n + sums[2] >= _DERIVE_MIN_MEAN_R * n:
             # sum r = n + sum e, sum r^2 = n + 2 sum e + sum e^2: no cancellation here
@@ -358,7 +375,7 @@ def reduce_block(
     for field in _SUMMED:
         out[field] += carry[field]
     for b in range(extent[0], extent[1] + 1):
-        bins[b] += hist[b * _WAYS : (b + 1) * _WAYS].sum()
+        bins[b] += hist[b + 1 : _WAYS * _WAY_SIZE : _WAY_SIZE].sum()
     return held
 
 
