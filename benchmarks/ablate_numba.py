@@ -29,9 +29,9 @@ from pathlib import Path
 Edit = tuple[str, str]  # a text in stats_numba_block.py, and its replacement
 NO_EXPM1 = ("        e = expm1(x)\n", "        e = x\n")
 # The bin and its count both go: one constant bin would chain every increment on the last.
-NO_BIN = ("        slots[j] = _bin(x) * _WAYS + (j & (_WAYS - 1))\n", "")
-NO_COUNT = ("        hist[slot] += 1\n", "")
-NO_TAIL = ("        if slot >= bar_slot:\n", "        if False:\n")
+NO_BIN = ("        slots[j] = _slot(x) if keep else _INVALID_SLOT\n", "")
+NO_COUNT = ("            hist[np.uint64(slot - _INVALID_SLOT + way * _WAY_SIZE)] += 1\n", "")
+NO_TAIL = ("            if slot >= bar_slot:\n", "            if False:\n")
 VARIANTS: dict[str, tuple[Edit, ...]] = {
     "kernel": (),
     "no expm1 (e = x)": (NO_EXPM1,),

@@ -40,7 +40,10 @@ from ratiowatch.stats import SCALAR_FIELDS
 
 __all__ = ["TAIL_CAPACITY", "reduce_block"]
 
-_PIECE = 1024  # tokens per piece: their bin indices (8 KiB) stay in L1 until counted
+# Tokens per piece: their slots and x (64 KiB) stay in L2 until counted. A piece costs a call, the
+# vector loop's setup and its reductions: 4,096 tokens took 5-10% less time than 1,024
+# (docs/benchmarks.md).
+_PIECE = 4096
 # Tail candidates a thread holds before it keeps only the TAIL_SIZE largest (and raises its bar);
 # ties with the bar are not candidates, so a step of equal x fills the buffer once.
 _TAIL_HELD = 2 * TAIL_SIZE
@@ -248,6 +251,7 @@ def _count_bins(
     for j in range(0, slots.size, _WAYS):  # (the caller pads slots to whole groups of _WAYS)
         for way in range(_WAYS):  # unrolled, so each way's offset is a constant of the addressing
             slot = slots[j + way]
+            # an unsigned index spares numba's wraparound of negative ones
             hist[np.uint64(slot - _INVALID_SLOT + way * _WAY_SIZE)] += 1
             if slot >= bar_slot:
                 tail[held] = values[j + way]  # stored whether kept or not: no branch to mispredict
@@ -320,13 +324,12 @@ def reduce_block(
     """One thread's share: tokens ``span``, piece by piece, into its own out, bins, seq and tail
     candidates; returns how many candidates ``tail`` holds."""
     new, old, mask, token_adv = arrays  # None-typed where absent, as _segment's arguments need
-    # 64-bit, not 32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4); and
-    # unsigned, which spares each count numba's wraparound of negative indices.
+    # 64-bit, not 32: narrowing vector stores (vpmovqd) are slow on some CPUs (AMD Zen 4).
     slots = np.empty(_PIECE, dtype=np.int64)
     values = np.empty(_PIECE)
     hist = np.empty(_WAYS * _WAY_SIZE, dtype=np.int64)
     for way in range(_WAYS):
-        hist[way * _WAY_SIZE] = 0  # the invalid tokens' slot
+        hist[way * _WAY_SIZE] = 0  # the invalid tokens' slot: counted, never read
         hist[way * _WAY_SIZE + 1 + _ZERO_BIN] = 0
     extent = np.array([_ZERO_BIN, _ZERO_BIN])
     carry = np.zeros(_NUM_FIELDS)
@@ -350,7 +353,7 @@ def reduce_block(
             at = end
         n, top, bottom = counts[_VALID], key_value(counts[_TOP]), key_value(counts[_BOTTOM])
         size = stop - start
-        if not _in_key_range(bottom, top):  # (true of a piece without valid tokens)
+        if not _in_key_range(bottom, top):  # (in range without valid tokens: +inf, -inf)
             _redo_slots(new, old, mask, (start, stop), slots)
         padded = -(-size // _WAYS) * _WAYS
         slots[size:padded] = _INVALID_SLOT
