@@ -71,7 +71,7 @@ def expm1(x: float) -> float:
     result is meaningless: the caller checks its extremes and redoes those tokens with
     ``math.expm1``.
 
-    No clamp of x: two vector operations per token for values that no healthy run produces,
+    No clamp of x: two vector operations per 8 tokens for values that no healthy run produces,
     when the caller knows its extremes anyway.
     """
     k = np.rint(x * LOG2E)
